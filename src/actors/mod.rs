@@ -1,0 +1,5 @@
+//! The actors of the broker. See docs/architecture.md for how they connect.
+
+pub mod delivery;
+pub mod dispatcher;
+pub mod registry;

@@ -1,0 +1,610 @@
+//! The registry owns subscription state: apps (tenants) with their hashed API
+//! keys, and webhooks with the events they subscribe to. It is the only
+//! writer of that state. Every change is written through to the database
+//! first and applied to memory only once committed, so memory never holds
+//! what the database does not. It runs on a one-thread `SyncArbiter`: its
+//! database calls block that thread, never an actix arbiter, and because it
+//! is one thread its messages are handled strictly one after another. Changes
+//! that affect delivery are announced to the dispatcher.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::db::models::{AppRow, WebhookRow};
+use crate::db::{self, now_ms, Pool};
+use crate::domain::{EventKind, EventSet, WebhookUri};
+use crate::error::BrokerError;
+use crate::signature;
+
+/// An app as the registry keeps it.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// `app_...`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time, epoch ms.
+    pub created_at: i64,
+}
+
+/// Whether a webhook receives deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookStatus {
+    /// Receives deliveries.
+    Enabled,
+    /// Receives nothing; its pending deliveries are kept.
+    Disabled,
+}
+
+impl WebhookStatus {
+    /// The stored and wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Enabled => "enabled",
+            WebhookStatus::Disabled => "disabled",
+        }
+    }
+}
+
+/// A webhook as the registry keeps it.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// `wh_...`.
+    pub id: String,
+    /// The owning app.
+    pub app_id: String,
+    /// Where deliveries go.
+    pub uri: WebhookUri,
+    /// What it subscribes to.
+    pub events: EventSet,
+    /// The signing secret, `whsec_...`.
+    pub secret: String,
+    /// Enabled or disabled.
+    pub status: WebhookStatus,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// When it was disabled, epoch ms.
+    pub disabled_at: Option<i64>,
+    /// Creation time, epoch ms.
+    pub created_at: i64,
+    /// Last change, epoch ms.
+    pub updated_at: i64,
+}
+
+impl Webhook {
+    fn to_row(&self) -> WebhookRow {
+        WebhookRow {
+            id: self.id.clone(),
+            app_id: self.app_id.clone(),
+            uri: self.uri.as_str().to_owned(),
+            events: self.events.to_storage(),
+            secret: self.secret.clone(),
+            status: self.status.as_str().to_owned(),
+            disabled_reason: self.disabled_reason.clone(),
+            disabled_at: self.disabled_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    fn from_row(row: WebhookRow) -> Result<Self, String> {
+        // Stored URIs were validated when written; the private-target rule is
+        // not re-applied here so that a change of setting cannot make stored
+        // webhooks vanish at start.
+        let uri = WebhookUri::parse(&row.uri, true).map_err(|e| e.to_string())?;
+        let events = EventSet::parse_list(&row.events).map_err(|e| e.to_string())?;
+        let status = match row.status.as_str() {
+            "disabled" => WebhookStatus::Disabled,
+            _ => WebhookStatus::Enabled,
+        };
+        Ok(Webhook {
+            id: row.id,
+            app_id: row.app_id,
+            uri,
+            events,
+            secret: row.secret,
+            status,
+            disabled_reason: row.disabled_reason,
+            disabled_at: row.disabled_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    /// What a delivery actor needs to reach and sign for this webhook.
+    pub fn target(&self) -> Arc<DeliveryTarget> {
+        Arc::new(DeliveryTarget {
+            webhook_id: self.id.clone(),
+            url: self.uri.url().clone(),
+            signing_keys: vec![signature::signing_key(&self.secret)],
+        })
+    }
+}
+
+/// Where and how to deliver for one webhook. Shared, immutable; a change
+/// to the webhook produces a new one.
+pub struct DeliveryTarget {
+    /// The webhook.
+    pub webhook_id: String,
+    /// The URL to POST to.
+    pub url: url::Url,
+    /// HMAC keys to sign with (more than one during a secret rotation).
+    pub signing_keys: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for DeliveryTarget {
+    // Keys must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryTarget")
+            .field("webhook_id", &self.webhook_id)
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state loaded from the database at start.
+pub struct Snapshot {
+    apps: Vec<AppRow>,
+    webhooks: Vec<WebhookRow>,
+}
+
+impl Snapshot {
+    /// Reads every app and webhook.
+    pub fn load(conn: &mut db::DbConn) -> diesel::QueryResult<Self> {
+        Ok(Snapshot {
+            apps: db::apps::all(conn)?,
+            webhooks: db::webhooks::all(conn)?,
+        })
+    }
+}
+
+/// The SHA-256 of an API key, hex: what is stored and looked up.
+pub fn hash_api_key(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn generate_api_key() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "wbk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// The registry actor.
+pub struct Registry {
+    pool: Pool,
+    apps: HashMap<String, App>,
+    key_hashes: HashMap<String, String>,
+    webhooks: HashMap<String, Webhook>,
+    by_app: HashMap<String, BTreeSet<String>>,
+    changes: Recipient<WebhookChanged>,
+}
+
+impl Registry {
+    /// Builds the registry from a loaded snapshot. Rows that no longer parse
+    /// are logged and skipped rather than refusing to start.
+    pub fn new(pool: Pool, snapshot: Snapshot, changes: Recipient<WebhookChanged>) -> Self {
+        let mut registry = Registry {
+            pool,
+            apps: HashMap::new(),
+            key_hashes: HashMap::new(),
+            webhooks: HashMap::new(),
+            by_app: HashMap::new(),
+            changes,
+        };
+        for row in snapshot.apps {
+            registry.key_hashes.insert(row.api_key_hash, row.id.clone());
+            registry.apps.insert(
+                row.id.clone(),
+                App {
+                    id: row.id,
+                    name: row.name,
+                    created_at: row.created_at,
+                },
+            );
+        }
+        for row in snapshot.webhooks {
+            let id = row.id.clone();
+            match Webhook::from_row(row) {
+                Ok(w) => registry.remember(w),
+                Err(e) => log::error!("skipping unreadable webhook {id}: {e}"),
+            }
+        }
+        log::info!(
+            "registry loaded {} apps and {} webhooks",
+            registry.apps.len(),
+            registry.webhooks.len()
+        );
+        registry
+    }
+
+    fn remember(&mut self, webhook: Webhook) {
+        self.by_app
+            .entry(webhook.app_id.clone())
+            .or_default()
+            .insert(webhook.id.clone());
+        self.webhooks.insert(webhook.id.clone(), webhook);
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some(w) = self.webhooks.remove(id) {
+            if let Some(ids) = self.by_app.get_mut(&w.app_id) {
+                ids.remove(id);
+            }
+        }
+    }
+
+    /// The webhook if it belongs to `app_id`; another app's id is as good as
+    /// missing, so ids cannot be probed across tenants.
+    fn owned(&self, app_id: &str, id: &str) -> Result<&Webhook, BrokerError> {
+        self.webhooks
+            .get(id)
+            .filter(|w| w.app_id == app_id)
+            .ok_or_else(|| BrokerError::NotFound(format!("webhook `{id}` not found")))
+    }
+
+    fn conn(&self) -> Result<db::PooledConn, BrokerError> {
+        Ok(self.pool.get()?)
+    }
+
+    fn announce(&self, webhook_id: &str, target: Option<Arc<DeliveryTarget>>) {
+        self.changes.do_send(WebhookChanged {
+            webhook_id: webhook_id.to_owned(),
+            target,
+        });
+    }
+}
+
+impl Actor for Registry {
+    type Context = SyncContext<Self>;
+}
+
+/// Tells the dispatcher a webhook changed: `target` is its new delivery
+/// target, or `None` when it was deleted or disabled.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct WebhookChanged {
+    /// The webhook.
+    pub webhook_id: String,
+    /// Where it now delivers, if anywhere.
+    pub target: Option<Arc<DeliveryTarget>>,
+}
+
+/// Creates an app and its API key.
+#[derive(Message)]
+#[rtype(result = "Result<CreatedApp, BrokerError>")]
+pub struct CreateApp {
+    /// Display name.
+    pub name: String,
+}
+
+/// A new app with its API key, shown this once.
+#[derive(Debug, Clone)]
+pub struct CreatedApp {
+    /// The app.
+    pub app: App,
+    /// The API key in clear.
+    pub api_key: String,
+}
+
+impl Handler<CreateApp> for Registry {
+    type Result = Result<CreatedApp, BrokerError>;
+
+    fn handle(&mut self, msg: CreateApp, _: &mut Self::Context) -> Self::Result {
+        let api_key = generate_api_key();
+        let row = AppRow {
+            id: db::new_id("app"),
+            name: msg.name,
+            api_key_hash: hash_api_key(&api_key),
+            created_at: now_ms(),
+        };
+        db::apps::insert(&mut *self.conn()?, &row)?;
+        let app = App {
+            id: row.id.clone(),
+            name: row.name,
+            created_at: row.created_at,
+        };
+        self.key_hashes.insert(row.api_key_hash, row.id.clone());
+        self.apps.insert(row.id, app.clone());
+        Ok(CreatedApp { app, api_key })
+    }
+}
+
+/// Lists every app.
+#[derive(Message)]
+#[rtype(result = "Vec<App>")]
+pub struct ListApps;
+
+impl Handler<ListApps> for Registry {
+    type Result = MessageResult<ListApps>;
+
+    fn handle(&mut self, _: ListApps, _: &mut Self::Context) -> Self::Result {
+        let mut apps: Vec<App> = self.apps.values().cloned().collect();
+        apps.sort_by(|a, b| a.id.cmp(&b.id));
+        MessageResult(apps)
+    }
+}
+
+/// Finds the app whose API key hashes to `key_hash`.
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct Authenticate {
+    /// [`hash_api_key`] of the presented key.
+    pub key_hash: String,
+}
+
+impl Handler<Authenticate> for Registry {
+    type Result = Option<String>;
+
+    fn handle(&mut self, msg: Authenticate, _: &mut Self::Context) -> Self::Result {
+        self.key_hashes.get(&msg.key_hash).cloned()
+    }
+}
+
+/// Creates a webhook for an app.
+#[derive(Message)]
+#[rtype(result = "Result<Webhook, BrokerError>")]
+pub struct CreateWebhook {
+    /// The owning app.
+    pub app_id: String,
+    /// Where to deliver.
+    pub uri: WebhookUri,
+    /// What to deliver.
+    pub events: EventSet,
+}
+
+impl Handler<CreateWebhook> for Registry {
+    type Result = Result<Webhook, BrokerError>;
+
+    fn handle(&mut self, msg: CreateWebhook, _: &mut Self::Context) -> Self::Result {
+        let now = now_ms();
+        let webhook = Webhook {
+            id: db::new_id("wh"),
+            app_id: msg.app_id,
+            uri: msg.uri,
+            events: msg.events,
+            secret: signature::generate_secret(),
+            status: WebhookStatus::Enabled,
+            disabled_reason: None,
+            disabled_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        db::webhooks::insert(&mut *self.conn()?, &webhook.to_row())?;
+        self.remember(webhook.clone());
+        Ok(webhook)
+    }
+}
+
+/// Reads one of an app's webhooks.
+#[derive(Message)]
+#[rtype(result = "Result<Webhook, BrokerError>")]
+pub struct GetWebhook {
+    /// The asking app.
+    pub app_id: String,
+    /// The webhook.
+    pub id: String,
+}
+
+impl Handler<GetWebhook> for Registry {
+    type Result = Result<Webhook, BrokerError>;
+
+    fn handle(&mut self, msg: GetWebhook, _: &mut Self::Context) -> Self::Result {
+        self.owned(&msg.app_id, &msg.id).cloned()
+    }
+}
+
+/// Replaces a webhook's URI and events, and optionally its status.
+#[derive(Message)]
+#[rtype(result = "Result<Webhook, BrokerError>")]
+pub struct UpdateWebhook {
+    /// The asking app.
+    pub app_id: String,
+    /// The webhook.
+    pub id: String,
+    /// The new URI.
+    pub uri: WebhookUri,
+    /// The new events.
+    pub events: EventSet,
+    /// A new status, when given.
+    pub status: Option<WebhookStatus>,
+}
+
+impl Handler<UpdateWebhook> for Registry {
+    type Result = Result<Webhook, BrokerError>;
+
+    fn handle(&mut self, msg: UpdateWebhook, _: &mut Self::Context) -> Self::Result {
+        let mut webhook = self.owned(&msg.app_id, &msg.id)?.clone();
+        webhook.uri = msg.uri;
+        webhook.events = msg.events;
+        match msg.status {
+            Some(WebhookStatus::Enabled) => {
+                webhook.status = WebhookStatus::Enabled;
+                webhook.disabled_reason = None;
+                webhook.disabled_at = None;
+            }
+            Some(WebhookStatus::Disabled) if webhook.status == WebhookStatus::Enabled => {
+                webhook.status = WebhookStatus::Disabled;
+                webhook.disabled_reason = Some("disabled by the app".into());
+                webhook.disabled_at = Some(now_ms());
+            }
+            _ => {}
+        }
+        webhook.updated_at = now_ms();
+        db::webhooks::update(&mut *self.conn()?, &webhook.to_row())?;
+        let target = (webhook.status == WebhookStatus::Enabled).then(|| webhook.target());
+        self.announce(&webhook.id, target);
+        self.remember(webhook.clone());
+        Ok(webhook)
+    }
+}
+
+/// Deletes a webhook, or only some of its events.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct DeleteWebhook {
+    /// The asking app.
+    pub app_id: String,
+    /// The webhook.
+    pub id: String,
+    /// Only these events; the webhook goes when none is left.
+    pub events: Option<EventSet>,
+}
+
+impl Handler<DeleteWebhook> for Registry {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: DeleteWebhook, _: &mut Self::Context) -> Self::Result {
+        let webhook = self.owned(&msg.app_id, &msg.id)?.clone();
+        let remaining = match msg.events {
+            None => None,
+            Some(removed) => webhook.events.without(removed),
+        };
+        match remaining {
+            Some(events) => {
+                let mut webhook = webhook;
+                if events == webhook.events {
+                    return Ok(());
+                }
+                webhook.events = events;
+                webhook.updated_at = now_ms();
+                db::webhooks::update(&mut *self.conn()?, &webhook.to_row())?;
+                self.remember(webhook);
+            }
+            None => {
+                db::webhooks::delete(&mut *self.conn()?, &webhook.id)?;
+                self.forget(&webhook.id);
+                self.announce(&webhook.id, None);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One page of an app's webhooks.
+#[derive(Message)]
+#[rtype(result = "WebhookPage")]
+pub struct ListWebhooks {
+    /// The asking app.
+    pub app_id: String,
+    /// Zero-based page.
+    pub page: usize,
+    /// Page size.
+    pub length: usize,
+    /// Keep webhooks subscribed to any of these.
+    pub filter: Option<EventSet>,
+}
+
+/// A page of webhooks and the count of all that matched.
+#[derive(Debug, Clone)]
+pub struct WebhookPage {
+    /// The page's webhooks, oldest first.
+    pub data: Vec<Webhook>,
+    /// How many matched in all.
+    pub total: usize,
+}
+
+impl Handler<ListWebhooks> for Registry {
+    type Result = MessageResult<ListWebhooks>;
+
+    fn handle(&mut self, msg: ListWebhooks, _: &mut Self::Context) -> Self::Result {
+        let matching: Vec<&Webhook> = self
+            .by_app
+            .get(&msg.app_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.webhooks.get(id))
+            .filter(|w| msg.filter.is_none_or(|f| w.events.intersects(f)))
+            .collect();
+        let total = matching.len();
+        let data = matching
+            .into_iter()
+            .skip(msg.page.saturating_mul(msg.length))
+            .take(msg.length)
+            .cloned()
+            .collect();
+        MessageResult(WebhookPage { data, total })
+    }
+}
+
+/// The delivery targets of an app's enabled webhooks subscribed to an event.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Arc<DeliveryTarget>>, BrokerError>")]
+pub struct MatchWebhooks {
+    /// The app the event belongs to.
+    pub app_id: String,
+    /// The event.
+    pub event: EventKind,
+}
+
+impl Handler<MatchWebhooks> for Registry {
+    type Result = Result<Vec<Arc<DeliveryTarget>>, BrokerError>;
+
+    fn handle(&mut self, msg: MatchWebhooks, _: &mut Self::Context) -> Self::Result {
+        if !self.apps.contains_key(&msg.app_id) {
+            return Err(BrokerError::Unprocessable(format!(
+                "app `{}` does not exist",
+                msg.app_id
+            )));
+        }
+        Ok(self
+            .by_app
+            .get(&msg.app_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.webhooks.get(id))
+            .filter(|w| w.status == WebhookStatus::Enabled && w.events.contains(msg.event))
+            .map(Webhook::target)
+            .collect())
+    }
+}
+
+/// The delivery targets of the given webhooks that exist and are enabled.
+#[derive(Message)]
+#[rtype(result = "HashMap<String, Arc<DeliveryTarget>>")]
+pub struct Targets {
+    /// The webhooks.
+    pub webhook_ids: Vec<String>,
+}
+
+impl Handler<Targets> for Registry {
+    type Result = MessageResult<Targets>;
+
+    fn handle(&mut self, msg: Targets, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            msg.webhook_ids
+                .into_iter()
+                .filter_map(|id| {
+                    let w = self.webhooks.get(&id)?;
+                    (w.status == WebhookStatus::Enabled).then(|| (id, w.target()))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Reads a webhook's secret.
+#[derive(Message)]
+#[rtype(result = "Result<String, BrokerError>")]
+pub struct GetSecret {
+    /// The asking app.
+    pub app_id: String,
+    /// The webhook.
+    pub id: String,
+}
+
+impl Handler<GetSecret> for Registry {
+    type Result = Result<String, BrokerError>;
+
+    fn handle(&mut self, msg: GetSecret, _: &mut Self::Context) -> Self::Result {
+        Ok(self.owned(&msg.app_id, &msg.id)?.secret.clone())
+    }
+}

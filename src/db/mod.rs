@@ -1,0 +1,130 @@
+//! Storage: one Diesel connection type over SQLite and MySQL, a pool, the
+//! embedded migrations of both backends, and plain query functions
+//! (`fn(&mut DbConn, ...) -> QueryResult<T>`) grouped by table.
+
+pub mod apps;
+pub mod deliveries;
+pub mod models;
+pub mod schema;
+pub mod webhooks;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use diesel::connection::SimpleConnection;
+use diesel::mysql::MysqlConnection;
+use diesel::r2d2::{self, ManageConnection, R2D2Connection};
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, ConnectionError};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::DatabaseUrl;
+
+/// A connection to whichever backend DATABASE_URL names.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    /// The embedded default.
+    Sqlite(SqliteConnection),
+    /// The production store.
+    Mysql(MysqlConnection),
+}
+
+/// A pool of [`DbConn`]s. Cloning shares the pool.
+pub type Pool = r2d2::Pool<Manager>;
+
+/// A pooled connection.
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+// WAL lets readers run beside the one writer. `synchronous=FULL` syncs the
+// WAL on every commit, so an acknowledged event survives a power cut, not
+// only a process crash. The busy timeout turns writer contention into a wait
+// instead of an error.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA busy_timeout = 10000;
+PRAGMA foreign_keys = ON;";
+
+/// Opens connections for the backend the URL names. Diesel's own manager
+/// would try each backend in turn, and SQLite would happily create a file
+/// called `mysql:` when the MySQL server is down; this one never guesses.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    url: DatabaseUrl,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = ConnectionError;
+
+    fn connect(&self) -> Result<DbConn, ConnectionError> {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(path)?;
+                conn.batch_execute(SQLITE_PRAGMAS)
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                Ok(DbConn::Sqlite(conn))
+            }
+            DatabaseUrl::Mysql(url) => Ok(DbConn::Mysql(MysqlConnection::establish(url)?)),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectionError> {
+        conn.ping()
+            .map_err(ConnectionError::CouldntSetupConfiguration)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No connection could be made.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] r2d2::PoolError),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+}
+
+/// Opens a pool and brings the schema up to date.
+pub fn open(url: &DatabaseUrl) -> Result<Pool, OpenError> {
+    let max_size = match url {
+        DatabaseUrl::Sqlite(_) => 8,
+        DatabaseUrl::Mysql(_) => 16,
+    };
+    let pool = r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(10))
+        .build(Manager { url: url.clone() })?;
+    let mut conn = pool.get()?;
+    run_migrations(&mut conn).map_err(|e| OpenError::Migrate(e.to_string()))?;
+    Ok(pool)
+}
+
+/// Applies the embedded migrations of the connection's backend.
+pub fn run_migrations(conn: &mut DbConn) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match conn {
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(drop),
+        DbConn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS).map(drop),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new identifier: a prefix naming its kind and a time-ordered UUIDv7, so
+/// that ids sort by creation.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}

@@ -1,0 +1,85 @@
+//! Row types, one per table, as Diesel reads and writes them.
+
+use diesel::prelude::*;
+
+use super::schema::{apps, deliveries, delivery_attempts, events, webhooks};
+
+/// An app (tenant). The API key itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = apps, treat_none_as_default_value = false)]
+pub struct AppRow {
+    pub id: String,
+    pub name: String,
+    pub api_key_hash: String,
+    pub created_at: i64,
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = webhooks, treat_none_as_default_value = false)]
+pub struct WebhookRow {
+    pub id: String,
+    pub app_id: String,
+    pub uri: String,
+    /// Event names joined by commas, in API order.
+    pub events: String,
+    pub secret: String,
+    /// `enabled` or `disabled`.
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An accepted event with the exact body every webhook receives.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
+pub struct EventRow {
+    pub id: String,
+    pub app_id: String,
+    pub event: String,
+    pub channel_id: Option<String>,
+    pub event_time: i64,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+/// Delivery states as stored.
+pub mod status {
+    pub const PENDING: &str = "pending";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+}
+
+/// One event to one webhook. Its id is the `webhook-id` header.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = deliveries, treat_none_as_default_value = false)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub channel_id: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: i64,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
+/// The outcome of one HTTP attempt.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = delivery_attempts, treat_none_as_default_value = false)]
+pub struct AttemptRow {
+    pub delivery_id: String,
+    pub attempt: i32,
+    pub at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}

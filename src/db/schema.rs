@@ -1,0 +1,79 @@
+//! The tables of both backends' migrations, written by hand because one
+//! schema serves SQLite and MySQL alike.
+
+diesel::table! {
+    apps (id) {
+        id -> Text,
+        name -> Text,
+        api_key_hash -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        app_id -> Text,
+        uri -> Text,
+        events -> Text,
+        secret -> Text,
+        status -> Text,
+        disabled_reason -> Nullable<Text>,
+        disabled_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> Text,
+        app_id -> Text,
+        event -> Text,
+        channel_id -> Nullable<Text>,
+        event_time -> BigInt,
+        payload -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    deliveries (id) {
+        id -> Text,
+        event_id -> Text,
+        webhook_id -> Text,
+        channel_id -> Nullable<Text>,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        last_status_code -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        delivered_at -> Nullable<BigInt>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    delivery_attempts (delivery_id, attempt) {
+        delivery_id -> Text,
+        attempt -> Integer,
+        at -> BigInt,
+        duration_ms -> BigInt,
+        status_code -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(webhooks -> apps (app_id));
+diesel::joinable!(deliveries -> events (event_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    apps,
+    webhooks,
+    events,
+    deliveries,
+    delivery_attempts
+);

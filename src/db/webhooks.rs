@@ -1,0 +1,52 @@
+//! Queries on `webhooks`.
+
+use diesel::prelude::*;
+
+use super::models::WebhookRow;
+use super::schema::{deliveries, delivery_attempts, webhooks};
+use super::DbConn;
+
+/// Stores a new webhook.
+pub fn insert(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<()> {
+    diesel::insert_into(webhooks::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
+}
+
+/// Rewrites a webhook's mutable fields (URI, events, status, secret).
+pub fn update(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<usize> {
+    diesel::update(webhooks::table.find(&row.id))
+        .set((
+            webhooks::uri.eq(&row.uri),
+            webhooks::events.eq(&row.events),
+            webhooks::secret.eq(&row.secret),
+            webhooks::status.eq(&row.status),
+            webhooks::disabled_reason.eq(&row.disabled_reason),
+            webhooks::disabled_at.eq(row.disabled_at),
+            webhooks::updated_at.eq(row.updated_at),
+        ))
+        .execute(conn)
+}
+
+/// Deletes a webhook with its delivery history, in one transaction, so a
+/// deleted webhook leaves no pending work behind to resume at the next start.
+pub fn delete(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let ids = deliveries::table
+            .filter(deliveries::webhook_id.eq(id))
+            .select(deliveries::id);
+        diesel::delete(delivery_attempts::table.filter(delivery_attempts::delivery_id.eq_any(ids)))
+            .execute(conn)?;
+        diesel::delete(deliveries::table.filter(deliveries::webhook_id.eq(id))).execute(conn)?;
+        diesel::delete(webhooks::table.find(id)).execute(conn)
+    })
+}
+
+/// Every webhook, in id (creation) order.
+pub fn all(conn: &mut DbConn) -> QueryResult<Vec<WebhookRow>> {
+    webhooks::table
+        .order(webhooks::id)
+        .select(WebhookRow::as_select())
+        .load(conn)
+}

@@ -1,0 +1,391 @@
+//! Validated domain values. Input is parsed into these newtypes once, at the
+//! edge, so that the rest of the broker never sees an unchecked string.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+/// The longest webhook URI accepted, in bytes.
+pub const MAX_URI_LEN: usize = 2048;
+
+/// A channel lifecycle event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// A channel started broadcasting.
+    ChannelLive,
+    /// The user interrupted the broadcast.
+    ChannelStop,
+    /// The broadcast is over for good.
+    ChannelEnded,
+}
+
+impl EventKind {
+    /// Every event, in the order the API lists them.
+    pub const ALL: [EventKind; 3] = [
+        EventKind::ChannelLive,
+        EventKind::ChannelStop,
+        EventKind::ChannelEnded,
+    ];
+
+    /// The wire name of the event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ChannelLive => "channel_live",
+            EventKind::ChannelStop => "channel_stop",
+            EventKind::ChannelEnded => "channel_ended",
+        }
+    }
+
+    /// Parses a wire name; surrounding spaces are tolerated because the seed
+    /// document itself writes `" channel_live "`.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        match raw.trim() {
+            "channel_live" => Ok(EventKind::ChannelLive),
+            "channel_stop" => Ok(EventKind::ChannelStop),
+            "channel_ended" => Ok(EventKind::ChannelEnded),
+            other => Err(DomainError::UnknownEvent(other.to_owned())),
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            EventKind::ChannelLive => 1,
+            EventKind::ChannelStop => 2,
+            EventKind::ChannelEnded => 4,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A non-empty set of events a webhook subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventSet(u8);
+
+impl EventSet {
+    /// Every event.
+    pub fn all() -> Self {
+        EventSet(7)
+    }
+
+    /// Parses `"all"` or a comma-separated list such as
+    /// `"channel_live,channel_ended"`.
+    pub fn parse_list(raw: &str) -> Result<Self, DomainError> {
+        Self::from_names(raw.split(','))
+    }
+
+    /// Parses a sequence of names; `"all"` among them stands for every event.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, DomainError> {
+        let mut bits = 0u8;
+        for name in names {
+            let name = name.trim();
+            if name.is_empty() {
+                continue;
+            }
+            if name == "all" {
+                bits |= Self::all().0;
+            } else {
+                bits |= EventKind::parse(name)?.bit();
+            }
+        }
+        if bits == 0 {
+            return Err(DomainError::EmptyEvents);
+        }
+        Ok(EventSet(bits))
+    }
+
+    /// Whether the set holds `kind`.
+    pub fn contains(self, kind: EventKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    /// Whether the two sets share an event.
+    pub fn intersects(self, other: EventSet) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The set without the events of `other`; `None` when nothing is left.
+    pub fn without(self, other: EventSet) -> Option<EventSet> {
+        let left = self.0 & !other.0;
+        (left != 0).then_some(EventSet(left))
+    }
+
+    /// The events of the set, in API order.
+    pub fn kinds(self) -> Vec<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .filter(|k| self.contains(*k))
+            .collect()
+    }
+
+    /// The storage form: wire names joined by commas.
+    pub fn to_storage(self) -> String {
+        self.kinds()
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A webhook target that is an absolute http(s) URL and, unless private
+/// targets are allowed, does not point into the broker's own network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUri {
+    raw: String,
+    url: url::Url,
+}
+
+impl WebhookUri {
+    /// Parses and checks a URI as a client sent it.
+    pub fn parse(raw: &str, allow_private: bool) -> Result<Self, DomainError> {
+        if raw.is_empty() {
+            return Err(DomainError::InvalidUri("uri must not be empty".into()));
+        }
+        if raw.len() > MAX_URI_LEN {
+            return Err(DomainError::InvalidUri(format!(
+                "uri must be at most {MAX_URI_LEN} characters"
+            )));
+        }
+        // The URL parser would quietly percent-encode spaces; a URI a user
+        // typed with a space in it is a mistake we should show them.
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(DomainError::InvalidUri(
+                "uri must not contain spaces or control characters".into(),
+            ));
+        }
+        let url = url::Url::parse(raw)
+            .map_err(|e| DomainError::InvalidUri(format!("uri is not an absolute URL: {e}")))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(DomainError::InvalidUri(
+                "uri scheme must be http or https".into(),
+            ));
+        }
+        let host = url
+            .host()
+            .ok_or_else(|| DomainError::InvalidUri("uri must have a host".into()))?;
+        if !allow_private {
+            let private = match host {
+                url::Host::Domain(d) => is_local_hostname(d),
+                url::Host::Ipv4(ip) => !is_public_ip(IpAddr::V4(ip)),
+                url::Host::Ipv6(ip) => !is_public_ip(IpAddr::V6(ip)),
+            };
+            if private {
+                return Err(DomainError::PrivateTarget);
+            }
+        }
+        Ok(WebhookUri {
+            raw: raw.to_owned(),
+            url,
+        })
+    }
+
+    /// The URI exactly as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The parsed, normalised URL (what the broker connects to).
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+}
+
+/// Whether a host name names this machine whatever DNS says.
+fn is_local_hostname(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// Whether an address is a public unicast address a webhook may target.
+///
+/// Refused: loopback, private (RFC 1918), link-local (including cloud
+/// metadata at 169.254.169.254), CGNAT, unspecified, broadcast, multicast,
+/// documentation, reserved, unique-local, and IPv6 forms that embed an IPv4
+/// address (mapped, compatible, NAT64, 6to4), which could smuggle any of
+/// the above.
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    let refused = ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0 // "this network"
+        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64.0.0/10
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240; // reserved
+    !refused
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let seg = ip.segments();
+    let refused = ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (seg[0] & 0xfe00) == 0xfc00 // unique-local fc00::/7
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64
+        || seg[0] == 0x2002 // 6to4
+        || seg[..5] == [0, 0, 0, 0, 0]; // IPv4-mapped ::ffff:0:0/96 and -compatible ::/96
+    !refused
+}
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// An event name outside the known set.
+    #[error(
+        "unknown event `{0}`; known events are channel_live, channel_stop, channel_ended and all"
+    )]
+    UnknownEvent(String),
+    /// No event at all.
+    #[error("event must name at least one event")]
+    EmptyEvents,
+    /// A malformed URI.
+    #[error("{0}")]
+    InvalidUri(String),
+    /// A URI that points at a private or local address.
+    #[error("uri points at a private, loopback or link-local address; set BROKER_ALLOW_PRIVATE_TARGETS=true to allow it")]
+    PrivateTarget,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_expands_to_every_event() {
+        let set = EventSet::parse_list("all").unwrap();
+        assert_eq!(set.kinds(), EventKind::ALL.to_vec());
+    }
+
+    #[test]
+    fn a_comma_list_keeps_api_order_and_ignores_spaces() {
+        let set = EventSet::parse_list(" channel_ended , channel_live").unwrap();
+        assert_eq!(
+            set.kinds(),
+            vec![EventKind::ChannelLive, EventKind::ChannelEnded]
+        );
+        assert_eq!(set.to_storage(), "channel_live,channel_ended");
+    }
+
+    #[test]
+    fn unknown_and_empty_event_lists_are_refused() {
+        assert!(matches!(
+            EventSet::parse_list("channel_live,channel_paused"),
+            Err(DomainError::UnknownEvent(e)) if e == "channel_paused"
+        ));
+        assert_eq!(EventSet::parse_list(""), Err(DomainError::EmptyEvents));
+        assert_eq!(EventSet::parse_list(" , "), Err(DomainError::EmptyEvents));
+    }
+
+    #[test]
+    fn removing_events_leaves_the_rest_or_nothing() {
+        let set = EventSet::parse_list("channel_live,channel_stop").unwrap();
+        let stop = EventSet::parse_list("channel_stop").unwrap();
+        assert_eq!(
+            set.without(stop).unwrap().kinds(),
+            vec![EventKind::ChannelLive]
+        );
+        assert_eq!(set.without(set), None);
+    }
+
+    #[test]
+    fn public_http_and_https_uris_are_accepted_as_written() {
+        for raw in [
+            "https://example.com/hook",
+            "http://93.184.216.34:8080/x?y=1",
+        ] {
+            assert_eq!(WebhookUri::parse(raw, false).unwrap().as_str(), raw);
+        }
+    }
+
+    #[test]
+    fn malformed_uris_are_refused() {
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URI_LEN));
+        for raw in [
+            "",
+            "example.com/hook",
+            "/relative",
+            "ftp://example.com/",
+            "https://exa mple.com/",
+            "https://example.com/a b",
+            " https://example.com/",
+            "http://",
+            long.as_str(),
+        ] {
+            assert!(
+                WebhookUri::parse(raw, true).is_err(),
+                "{raw:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn private_targets_are_refused_in_every_spelling() {
+        for raw in [
+            "http://localhost/",
+            "http://LOCALHOST.:8080/",
+            "http://api.localhost/",
+            "http://127.0.0.1/",
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://0.0.0.0/",
+            "http://10.1.2.3/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/",
+            "http://[::1]/",
+            "http://[::]/",
+            "http://[fd00::1]/",
+            "http://[fe80::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[64:ff9b::a00:1]/",
+        ] {
+            assert_eq!(
+                WebhookUri::parse(raw, false),
+                Err(DomainError::PrivateTarget),
+                "{raw} was not refused"
+            );
+            assert!(
+                WebhookUri::parse(raw, true).is_ok(),
+                "{raw} refused even when allowed"
+            );
+        }
+    }
+
+    #[test]
+    fn public_addresses_pass_the_ip_policy() {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+            assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The one error type of the broker, and how each case reaches an HTTP
+//! client: `{"error": {"code": "...", "message": "..."}}` with a fitting
+//! status. Bad input is always a 4xx; only the broker's own faults are 5xx.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::domain::DomainError;
+
+/// Everything that can go wrong in a request or an in-process call.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Malformed input (400).
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// What to fix.
+        message: String,
+    },
+    /// Well-formed JSON of the wrong shape: a missing field, a wrong type (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// No or wrong credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials of the wrong kind (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource for this caller (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A request body over the limit (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The database cannot be reached or the actors are gone (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the broker itself (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// A 400 with its code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        BrokerError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The machine-readable code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::BadRequest { code, .. } => code,
+            BrokerError::Unprocessable(_) => "invalid_body",
+            BrokerError::Unauthorized(_) => "unauthorized",
+            BrokerError::Forbidden(_) => "forbidden",
+            BrokerError::NotFound(_) => "not_found",
+            BrokerError::PayloadTooLarge(_) => "payload_too_large",
+            BrokerError::Unavailable(_) => "unavailable",
+            BrokerError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for BrokerError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            BrokerError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            BrokerError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            BrokerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            BrokerError::Forbidden(_) => StatusCode::FORBIDDEN,
+            BrokerError::NotFound(_) => StatusCode::NOT_FOUND,
+            BrokerError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BrokerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            BrokerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if let BrokerError::Unauthorized(_) = self {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+    }
+}
+
+impl From<DomainError> for BrokerError {
+    fn from(e: DomainError) -> Self {
+        let code = match e {
+            DomainError::UnknownEvent(_) | DomainError::EmptyEvents => "invalid_event",
+            DomainError::InvalidUri(_) => "invalid_uri",
+            DomainError::PrivateTarget => "private_target",
+        };
+        BrokerError::bad_request(code, e.to_string())
+    }
+}
+
+impl From<diesel::result::Error> for BrokerError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => {
+                log::warn!("database unreachable: {e}");
+                BrokerError::Unavailable("the database is unreachable; try again".into())
+            }
+            other => {
+                log::error!("database error: {other}");
+                BrokerError::Internal("a database error occurred".into())
+            }
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for BrokerError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        log::warn!("no database connection: {e}");
+        BrokerError::Unavailable("the database is unreachable; try again".into())
+    }
+}
+
+impl From<actix::MailboxError> for BrokerError {
+    fn from(e: actix::MailboxError) -> Self {
+        log::error!("actor unavailable: {e}");
+        BrokerError::Unavailable("the broker is shutting down or overloaded".into())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for BrokerError {
+    fn from(_: actix_web::error::BlockingError) -> Self {
+        BrokerError::Unavailable("the broker is shutting down".into())
+    }
+}

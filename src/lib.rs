@@ -1,0 +1,22 @@
+//! webhook-broker: tells applications, over signed HTTP callbacks, when a
+//! live channel starts, stops and ends.
+//!
+//! Run it as a daemon (the `webhook-broker` binary), or inside your own actix
+//! System: [`Broker::start`] and send [`ChannelEvent`]s to
+//! `broker.dispatcher`; mount the REST API with `broker.routes()`.
+
+pub mod actors;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod policy;
+pub mod signature;
+pub mod startup;
+
+pub use actors::dispatcher::{ChannelEvent, EventAccepted};
+pub use config::Config;
+pub use domain::{EventKind, EventSet, WebhookUri};
+pub use error::BrokerError;
+pub use startup::{Application, Broker, StartError};

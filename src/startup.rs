@@ -1,0 +1,174 @@
+//! Starting the broker: [`Broker::start`] brings up the database and the
+//! actors inside the caller's actix System (for in-process use), and
+//! [`Application::build`] adds the HTTP server on top (what the binary and
+//! the tests run; bind port 0 to get a free port).
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::delivery::DeliveryPolicy;
+use crate::actors::dispatcher::{Dispatcher, ResumePending};
+use crate::actors::registry::{Registry, Snapshot};
+use crate::api::{self, auth, ApiState};
+use crate::config::Config;
+use crate::db::{self, Pool};
+use crate::error::BrokerError;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Database(#[from] db::OpenError),
+    /// The state could not be loaded.
+    #[error("cannot load state from the database: {0}")]
+    Load(#[from] BrokerError),
+    /// The listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running broker: its actors and database. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    /// The registry: subscription state.
+    pub registry: Addr<Registry>,
+    /// The dispatcher: send [`crate::ChannelEvent`]s here.
+    pub dispatcher: Addr<Dispatcher>,
+    pool: Pool,
+    api: ApiState,
+}
+
+impl Broker {
+    /// Opens the database (running migrations), loads the registry, starts
+    /// the actors and resumes pending deliveries. Call it inside a running
+    /// actix System, e.g. under `#[actix_web::main]`.
+    pub async fn start(config: &Config) -> Result<Broker, StartError> {
+        // awc's rustls backend needs a process-wide crypto provider; another
+        // part of the process may have installed one already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let url = config.database_url.clone();
+        let (pool, snapshot) = web::block(move || {
+            let pool = db::open(&url)?;
+            let snapshot = {
+                let mut conn = pool.get().map_err(db::OpenError::from)?;
+                Snapshot::load(&mut conn).map_err(BrokerError::from)
+            };
+            Ok::<_, StartError>((pool, snapshot?))
+        })
+        .await
+        .map_err(BrokerError::from)??;
+
+        // The registry announces webhook changes to the dispatcher and the
+        // dispatcher asks the registry for matches: make the dispatcher's
+        // address first, start the registry with it, then run the dispatcher.
+        let dispatcher_ctx = Context::<Dispatcher>::new();
+        let changes = dispatcher_ctx.address().recipient();
+        let snapshot = Mutex::new(Some(snapshot));
+        let registry_pool = pool.clone();
+        let registry = SyncArbiter::start(1, move || {
+            let snapshot = snapshot
+                .lock()
+                .expect("registry snapshot lock")
+                .take()
+                .expect("the registry runs on exactly one thread");
+            Registry::new(registry_pool.clone(), snapshot, changes.clone())
+        });
+
+        let arbiters = (0..config.delivery_workers)
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        let policy = Arc::new(DeliveryPolicy {
+            retry_schedule: config.retry_schedule.clone(),
+            timeout: config.delivery_timeout,
+        });
+        let dispatcher = dispatcher_ctx.run(Dispatcher::new(
+            registry.clone(),
+            pool.clone(),
+            policy,
+            arbiters,
+        ));
+
+        match dispatcher.send(ResumePending).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::error!("could not resume pending deliveries: {e}"),
+            Err(e) => log::error!("could not resume pending deliveries: {e}"),
+        }
+
+        let api = ApiState {
+            registry: registry.clone(),
+            dispatcher: dispatcher.clone(),
+            admin_token_digest: auth::digest(&config.admin_token),
+            allow_private_targets: config.allow_private_targets,
+            max_body: config.max_body,
+        };
+        Ok(Broker {
+            registry,
+            dispatcher,
+            pool,
+            api,
+        })
+    }
+
+    /// The broker's REST routes, to mount on any actix-web `App`:
+    /// `App::new().configure(broker.routes())`.
+    pub fn routes(&self) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
+        api::routes(self.api.clone())
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// The broker with its HTTP server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    broker: Broker,
+}
+
+impl Application {
+    /// Starts the broker and binds BROKER_BIND (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let broker = Broker::start(&config).await?;
+        let listener = TcpListener::bind(config.bind)?;
+        let port = listener.local_addr()?.port();
+        let routes = broker.routes();
+        let server = HttpServer::new(move || {
+            App::new()
+                .configure(routes.clone())
+                .default_service(web::to(api::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        log::info!("listening on {}:{port}", config.bind.ip());
+        Ok(Application {
+            port,
+            server,
+            broker,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker behind the server.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Serves until the server is stopped (SIGINT or SIGTERM).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
