@@ -316,3 +316,65 @@ on_both_stores!(
     an_event_with_no_matching_webhook_is_accepted_with_zero_deliveries,
     pending_deliveries_are_resumed_after_a_restart_with_the_same_id,
 );
+
+/// The reference `standardwebhooks` library (Python, from PyPI) verifies a
+/// real delivery: what receivers will actually run.
+#[actix_web::test]
+async fn the_official_standard_webhooks_verifier_accepts_a_delivery() {
+    const SCRIPT: &str = "
+import json, sys
+from standardwebhooks.webhooks import Webhook
+d = json.load(sys.stdin)
+Webhook(d['secret']).verify(d['body'].encode(), d['headers'])
+print('verified')
+";
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install the standardwebhooks PyPI package"
+        );
+        eprintln!("skipping: python3 with the standardwebhooks package is not installed");
+        return;
+    }
+    let app = TestApp::spawn(Store::Sqlite).await.unwrap();
+    let receiver = Receiver::start();
+    let (app_id, key) = app.create_app("py").await;
+    let webhook = app.create_webhook(&key, &receiver.url, json!("all")).await;
+    app.send_event(&app_id, "channel_live", json!({"id": "ü-1", "n": [1, 2]}))
+        .await;
+    let got = receiver.wait_for(1, Duration::from_secs(5)).await;
+    let req = &got[0];
+    let input = json!({
+        "secret": webhook["secret"],
+        "body": String::from_utf8(req.body.clone()).unwrap(),
+        "headers": {
+            "webhook-id": req.header("webhook-id"),
+            "webhook-timestamp": req.header("webhook-timestamp"),
+            "webhook-signature": req.header("webhook-signature"),
+        },
+    });
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "verifier refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "verified");
+}

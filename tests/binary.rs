@@ -1,0 +1,226 @@
+//! The real `webhook-broker` binary, driven as an operator would: no
+//! configuration at all, bad configuration, and MariaDB.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_webhook-broker");
+
+/// The daemon with the given environment only (plus PATH), in `dir`.
+fn daemon(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A running daemon whose stderr lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Running {
+        let mut child = cmd.spawn().expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; stderr so far: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The port from the "listening on HOST:PORT" log line.
+    fn port(&mut self) -> u16 {
+        let line = self.wait_line("listening on");
+        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.1 client: (status, body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_daemon_runs_with_no_configuration_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:8080").is_ok(),
+        "this test needs the default port 127.0.0.1:8080 free"
+    );
+    let mut broker = Running::start(daemon(dir.path(), &[]));
+    let warning = broker.wait_line("BROKER_ADMIN_TOKEN is not set");
+    assert!(warning.contains("WARNING"));
+    let token_line = broker.wait_line("BROKER_ADMIN_TOKEN=");
+    let token = token_line
+        .trim()
+        .trim_start_matches("BROKER_ADMIN_TOKEN=")
+        .to_owned();
+    assert!(token.len() >= 32);
+    assert_eq!(broker.port(), 8080);
+
+    assert_eq!(http(8080, "GET", "/healthz", None, "").0, 200);
+    let (status, body) = http(8080, "POST", "/v1/apps", Some(&token), r#"{"name":"x"}"#);
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        dir.path().join("webhook-broker.db").exists(),
+        "the SQLite default lives in the working directory"
+    );
+    // The generated token is printed once and never logged.
+    let after: Vec<_> = broker.seen.iter().filter(|l| l.contains(&token)).collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+}
+
+#[test]
+fn an_invalid_setting_exits_non_zero_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("BROKER_RETRY_SCHEDULE", "5s,soon"),
+        ("BROKER_DELIVERY_TIMEOUT", "fast"),
+        ("BROKER_ALLOW_PRIVATE_TARGETS", "perhaps"),
+        ("BROKER_BIND", "not-an-address"),
+        ("DATABASE_URL", "postgres://x@y/z"),
+    ] {
+        let out = daemon(dir.path(), &[(var, value)]).output().unwrap();
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+}
+
+#[test]
+fn a_generated_token_is_refused_on_a_public_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = daemon(dir.path(), &[("BROKER_BIND", "0.0.0.0:0")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BROKER_ADMIN_TOKEN"), "{stderr}");
+    // The refused token was never shown.
+    assert!(!stderr.contains("BROKER_ADMIN_TOKEN=adm_"), "{stderr}");
+}
+
+#[test]
+fn the_daemon_runs_on_mariadb() {
+    let Some(db) = common::TestDb::new(common::Store::Mysql) else {
+        return;
+    };
+    let webhook_broker::config::DatabaseUrl::Mysql(url) = db.url.clone() else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Running::start(daemon(
+        dir.path(),
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("BROKER_BIND", "127.0.0.1:0"),
+            ("BROKER_ADMIN_TOKEN", common::ADMIN_TOKEN),
+        ],
+    ));
+    let port = broker.port();
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/apps",
+        Some(common::ADMIN_TOKEN),
+        r#"{"name":"m"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        !dir.path().join("webhook-broker.db").exists(),
+        "no SQLite file on MySQL"
+    );
+    // Nothing in the log shows the admin token.
+    drop(broker.child.kill());
+    let _ = broker.child.wait();
+    while let Ok(line) = broker.lines.recv_timeout(Duration::from_millis(200)) {
+        broker.seen.push(line);
+    }
+    assert!(broker.seen.iter().all(|l| !l.contains(common::ADMIN_TOKEN)));
+}
+
+#[test]
+fn an_unreachable_database_makes_the_daemon_exit_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = daemon(
+        dir.path(),
+        &[
+            ("DATABASE_URL", "mysql://root@127.0.0.1:1/nowhere"),
+            ("BROKER_ADMIN_TOKEN", common::ADMIN_TOKEN),
+            ("BROKER_BIND", "127.0.0.1:0"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database"), "{stderr}");
+    assert!(!dir.path().join("mysql:").exists());
+}
