@@ -84,6 +84,17 @@ pub struct Config {
     pub max_body: usize,
     /// BROKER_DELIVERY_WORKERS: arbiters that run delivery actors.
     pub delivery_workers: usize,
+    /// BROKER_DISABLE_AFTER: how long without a success before a webhook
+    /// whose delivery failed for good is disabled.
+    pub disable_after: Duration,
+    /// BROKER_RETENTION: how long succeeded deliveries are kept.
+    pub retention: Duration,
+    /// BROKER_SHUTDOWN_GRACE: how long in-flight POSTs may finish at a stop.
+    pub shutdown_grace: Duration,
+    /// BROKER_INSTANCE_ID: who this broker is in delivery leases.
+    pub instance_id: String,
+    /// BROKER_LEASE: how long a claim on pending deliveries lasts unrenewed.
+    pub lease: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -98,6 +109,11 @@ impl std::fmt::Debug for Config {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("max_body", &self.max_body)
             .field("delivery_workers", &self.delivery_workers)
+            .field("disable_after", &self.disable_after)
+            .field("retention", &self.retention)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("instance_id", &self.instance_id)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -214,7 +230,46 @@ impl Config {
             },
         };
 
+        let duration = |name: &'static str, default: Duration, min: Duration| match var(name) {
+            None => Ok(default),
+            Some(v) => match parse_duration(&v) {
+                Ok(d) if d >= min => Ok(d),
+                Ok(_) => Err(err(name, format!("must be at least {min:?}"))),
+                Err(m) => Err(err(name, m)),
+            },
+        };
+        let disable_after = duration(
+            "BROKER_DISABLE_AFTER",
+            Duration::from_secs(5 * 86_400),
+            Duration::ZERO,
+        )?;
+        let retention = duration(
+            "BROKER_RETENTION",
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(60),
+        )?;
+        let shutdown_grace = duration(
+            "BROKER_SHUTDOWN_GRACE",
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )?;
+        let lease = duration(
+            "BROKER_LEASE",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )?;
+        let instance_id = match var("BROKER_INSTANCE_ID") {
+            Some(id) if id.len() <= 64 => id.trim().to_owned(),
+            Some(_) => return Err(err("BROKER_INSTANCE_ID", "must be at most 64 characters")),
+            None => default_instance_id(&bind_raw),
+        };
+
         Ok(Config {
+            disable_after,
+            retention,
+            shutdown_grace,
+            instance_id,
+            lease,
             database_url,
             bind,
             admin_token,
@@ -226,6 +281,22 @@ impl Config {
             delivery_workers,
         })
     }
+}
+
+/// This host's name and the configured port: stable across restarts, so a
+/// restarted broker takes back its own leases at once, and distinct for two
+/// brokers on one host.
+fn default_instance_id(bind: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "broker".into());
+    let port = bind.rsplit(':').next().unwrap_or("0");
+    let mut id = format!("{host}:{port}");
+    id.truncate(64);
+    id
 }
 
 fn generate_admin_token() -> String {
@@ -314,6 +385,10 @@ mod tests {
         assert_eq!(c.retry_schedule[6], Duration::from_secs(36_000));
         assert_eq!(c.delivery_timeout, Duration::from_secs(15));
         assert_eq!(c.max_body, 1024 * 1024);
+        assert_eq!(c.disable_after, Duration::from_secs(5 * 86_400));
+        assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert!(c.instance_id.ends_with(":8080"));
     }
 
     #[test]
@@ -361,6 +436,10 @@ mod tests {
             ("BROKER_DELIVERY_TIMEOUT", "fast"),
             ("DATABASE_URL", "redis://x"),
             ("BROKER_MAX_BODY", "ten"),
+            ("BROKER_DISABLE_AFTER", "a while"),
+            ("BROKER_RETENTION", "1s"),
+            ("BROKER_SHUTDOWN_GRACE", "-1s"),
+            ("BROKER_LEASE", "0s"),
         ] {
             let e = config(&[(var, value)])
                 .err()

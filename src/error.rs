@@ -31,6 +31,9 @@ pub enum BrokerError {
     /// No such resource for this caller (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the resource's state (409).
+    #[error("{0}")]
+    Conflict(String),
     /// A request body over the limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -59,6 +62,7 @@ impl BrokerError {
             BrokerError::Unauthorized(_) => "unauthorized",
             BrokerError::Forbidden(_) => "forbidden",
             BrokerError::NotFound(_) => "not_found",
+            BrokerError::Conflict(_) => "conflict",
             BrokerError::PayloadTooLarge(_) => "payload_too_large",
             BrokerError::Unavailable(_) => "unavailable",
             BrokerError::Internal(_) => "internal",
@@ -74,6 +78,7 @@ impl ResponseError for BrokerError {
             BrokerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             BrokerError::Forbidden(_) => StatusCode::FORBIDDEN,
             BrokerError::NotFound(_) => StatusCode::NOT_FOUND,
+            BrokerError::Conflict(_) => StatusCode::CONFLICT,
             BrokerError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BrokerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             BrokerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +115,13 @@ impl From<diesel::result::Error> for BrokerError {
             ) => {
                 log::warn!("database unreachable: {e}");
                 BrokerError::Unavailable("the database is unreachable; try again".into())
+            }
+            Error::DatabaseError(..) => {
+                // Connection loss shows up under several kinds (a restarted
+                // MariaDB says "server has gone away"): the client should
+                // try again, not report a bug.
+                log::warn!("database error: {e}");
+                BrokerError::Unavailable("the database failed the request; try again".into())
             }
             other => {
                 log::error!("database error: {other}");

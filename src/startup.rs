@@ -11,7 +11,9 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::delivery::DeliveryPolicy;
-use crate::actors::dispatcher::{Dispatcher, ResumePending};
+use crate::actors::dispatcher::{ClaimPending, Dispatcher, LeaseConfig, Shutdown};
+use crate::actors::janitor::Janitor;
+use crate::actors::recorder::Recorder;
 use crate::actors::registry::{Registry, Snapshot};
 use crate::api::{self, auth, ApiState};
 use crate::config::Config;
@@ -39,6 +41,8 @@ pub struct Broker {
     pub registry: Addr<Registry>,
     /// The dispatcher: send [`crate::ChannelEvent`]s here.
     pub dispatcher: Addr<Dispatcher>,
+    /// The janitor: retention.
+    pub janitor: Addr<Janitor>,
     pool: Pool,
     api: ApiState,
 }
@@ -70,6 +74,7 @@ impl Broker {
         let dispatcher_ctx = Context::<Dispatcher>::new();
         let changes = dispatcher_ctx.address().recipient();
         let snapshot = Mutex::new(Some(snapshot));
+        let disable_after = config.disable_after;
         let registry_pool = pool.clone();
         let registry = SyncArbiter::start(1, move || {
             let snapshot = snapshot
@@ -77,7 +82,12 @@ impl Broker {
                 .expect("registry snapshot lock")
                 .take()
                 .expect("the registry runs on exactly one thread");
-            Registry::new(registry_pool.clone(), snapshot, changes.clone())
+            Registry::new(
+                registry_pool.clone(),
+                snapshot,
+                changes.clone(),
+                disable_after,
+            )
         });
 
         let arbiters = (0..config.delivery_workers)
@@ -87,17 +97,28 @@ impl Broker {
             retry_schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
         });
+        let recorder = Recorder::new(pool.clone()).start();
+        let janitor = Janitor::new(pool.clone(), config.retention).start();
+        let leases = LeaseConfig {
+            owner: config.instance_id.clone(),
+            lease: config.lease,
+        };
         let dispatcher = dispatcher_ctx.run(Dispatcher::new(
             registry.clone(),
+            recorder,
             pool.clone(),
             policy,
+            leases,
             arbiters,
         ));
 
-        match dispatcher.send(ResumePending).await {
+        // What this instance held before a restart, and what nobody holds,
+        // is claimed before the first new event is taken, so a channel's
+        // old deliveries go out before its new ones.
+        match dispatcher.send(ClaimPending { reclaim_own: true }).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => log::error!("could not resume pending deliveries: {e}"),
-            Err(e) => log::error!("could not resume pending deliveries: {e}"),
+            Ok(Err(e)) => log::error!("could not claim pending deliveries: {e}"),
+            Err(e) => log::error!("could not claim pending deliveries: {e}"),
         }
 
         let api = ApiState {
@@ -106,10 +127,12 @@ impl Broker {
             admin_token_digest: auth::digest(&config.admin_token),
             allow_private_targets: config.allow_private_targets,
             max_body: config.max_body,
+            pool: pool.clone(),
         };
         Ok(Broker {
             registry,
             dispatcher,
+            janitor,
             pool,
             api,
         })
@@ -119,6 +142,15 @@ impl Broker {
     /// `App::new().configure(broker.routes())`.
     pub fn routes(&self) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
         api::routes(self.api.clone())
+    }
+
+    /// A clean stop: no new events, attempts in flight finish (up to
+    /// `grace`), outcomes are written, leases are given back. Whatever is
+    /// still pending stays in the database for the next run.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        if let Err(e) = self.dispatcher.send(Shutdown { grace }).await {
+            log::error!("dispatcher gone before shutdown: {e}");
+        }
     }
 
     /// The database pool.
@@ -132,6 +164,7 @@ pub struct Application {
     port: u16,
     server: Server,
     broker: Broker,
+    grace: std::time::Duration,
 }
 
 impl Application {
@@ -147,13 +180,16 @@ impl Application {
                 .default_service(web::to(api::not_found))
         })
         .listen(listener)?
-        .shutdown_timeout(30)
+        // Signals are ours: the broker drains after the server stops.
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
         .run();
         log::info!("listening on {}:{port}", config.bind.ip());
         Ok(Application {
             port,
             server,
             broker,
+            grace: config.shutdown_grace,
         })
     }
 
@@ -167,8 +203,43 @@ impl Application {
         &self.broker
     }
 
-    /// Serves until the server is stopped (SIGINT or SIGTERM).
+    /// Serves until SIGTERM or SIGINT, then stops cleanly: the listener
+    /// closes and requests under way finish, attempts in flight finish (up
+    /// to BROKER_SHUTDOWN_GRACE), outcomes are written and leases given
+    /// back. Everything else stays pending for the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let handle = self.server.handle();
+        let server = actix_web::rt::spawn(self.server);
+        let stop = Box::pin(stop_signal());
+        match futures_util::future::select(server, stop).await {
+            futures_util::future::Either::Left((ended, _)) => {
+                return ended.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
+            futures_util::future::Either::Right((signal, server)) => {
+                log::info!("{signal}: stopping; in-flight work has {:?}", self.grace);
+                handle.stop(true).await;
+                let _ = server.await;
+            }
+        }
+        self.broker.shutdown(self.grace).await;
+        Ok(())
     }
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+async fn stop_signal() -> &'static str {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot listen for signals; stop the broker with SIGKILL");
+        return std::future::pending().await;
+    };
+    let which =
+        match futures_util::future::select(Box::pin(term.recv()), Box::pin(int.recv())).await {
+            futures_util::future::Either::Left(_) => "SIGTERM",
+            futures_util::future::Either::Right(_) => "SIGINT",
+        };
+    which
 }

@@ -1,23 +1,30 @@
 //! A `WebhookDelivery` actor owns the delivery of everything due to one
-//! webhook: its current target (URL and signing keys) and the timers of its
-//! pending retries. It POSTs each delivery with the arbiter's shared `awc`
-//! client, signs every attempt afresh, records the attempt and the
-//! delivery's new state in the database (on the blocking pool, never on the
-//! arbiter), and schedules the next attempt from the retry policy. One actor
-//! runs per active webhook, started on demand by the dispatcher on one of the
-//! delivery arbiters.
+//! webhook: its current target (URL and signing keys), its pending
+//! deliveries held in one queue per channel, and their retry timers. Within
+//! a channel only the oldest pending delivery is ever in flight or waiting
+//! to retry, so a receiver sees a channel's events in the order the broker
+//! accepted them; deliveries without a channel id are independent. Each
+//! attempt is signed afresh, POSTed with the arbiter's shared `awc` client,
+//! judged by [`crate::policy::decide`], and reported to the recorder; the
+//! actor never touches the database itself. One actor runs per active
+//! webhook, started on demand by the dispatcher on a delivery arbiter.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use actix_web::web::Bytes;
+use rand::Rng;
+use tokio::sync::oneshot;
 
-use super::registry::DeliveryTarget;
+use super::recorder::{Record, Recorder};
+use super::registry::{DeliveryFailed, DeliveryTarget, DisableWebhook, Registry};
 use crate::db::deliveries::AttemptOutcome;
 use crate::db::models::{status, AttemptRow};
-use crate::db::{self, now_ms, Pool};
-use crate::{policy, signature};
+use crate::db::now_ms;
+use crate::policy::{self, Verdict};
+use crate::signature;
 
 /// What the broker says it is, in every request.
 pub const USER_AGENT: &str = concat!("webhook-broker/", env!("CARGO_PKG_VERSION"));
@@ -41,12 +48,22 @@ pub struct DeliveryPolicy {
 pub struct DeliveryJob {
     /// `msg_...`, also the `webhook-id` header.
     pub delivery_id: String,
+    /// The channel whose order this delivery keeps, if any.
+    pub channel_id: Option<String>,
+    /// When the event was accepted: the order within a channel.
+    pub created_at: i64,
     /// The exact body to POST.
     pub body: Bytes,
     /// Attempts already made.
     pub attempts_made: u32,
     /// When the next attempt is due, epoch ms.
     pub due_at: i64,
+}
+
+impl DeliveryJob {
+    fn order_key(&self) -> (i64, String) {
+        (self.created_at, self.delivery_id.clone())
+    }
 }
 
 thread_local! {
@@ -58,22 +75,92 @@ thread_local! {
         .finish();
 }
 
+/// The jobs of one channel, oldest first; only the first is ever active.
+#[derive(Default)]
+struct ChannelQueue {
+    jobs: BTreeMap<(i64, String), DeliveryJob>,
+    active: bool,
+}
+
 /// The delivery actor of one webhook.
 pub struct WebhookDelivery {
     target: Arc<DeliveryTarget>,
-    pool: Pool,
     policy: Arc<DeliveryPolicy>,
     client: awc::Client,
+    recorder: Addr<Recorder>,
+    registry: Addr<Registry>,
+    channels: HashMap<String, ChannelQueue>,
+    held: HashSet<String>,
+    in_flight: usize,
+    draining: bool,
+    drained: Vec<oneshot::Sender<()>>,
 }
 
 impl WebhookDelivery {
     /// Must be called on the arbiter the actor will run on.
-    pub fn new(target: Arc<DeliveryTarget>, pool: Pool, policy: Arc<DeliveryPolicy>) -> Self {
+    pub fn new(
+        target: Arc<DeliveryTarget>,
+        policy: Arc<DeliveryPolicy>,
+        recorder: Addr<Recorder>,
+        registry: Addr<Registry>,
+    ) -> Self {
         WebhookDelivery {
             target,
-            pool,
             policy,
             client: CLIENT.with(Clone::clone),
+            recorder,
+            registry,
+            channels: HashMap::new(),
+            held: HashSet::new(),
+            in_flight: 0,
+            draining: false,
+            drained: Vec::new(),
+        }
+    }
+
+    fn accept(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
+        // The same delivery can arrive twice (a requeue racing a claim);
+        // holding it once keeps it to one attempt at a time.
+        if !self.held.insert(job.delivery_id.clone()) {
+            return;
+        }
+        match job.channel_id.clone() {
+            None => self.schedule(job, ctx),
+            Some(channel) => {
+                let queue = self.channels.entry(channel.clone()).or_default();
+                queue.jobs.insert(job.order_key(), job);
+                self.activate(&channel, ctx);
+            }
+        }
+    }
+
+    /// Starts the oldest job of a channel unless one is already active.
+    fn activate(&mut self, channel: &str, ctx: &mut Context<Self>) {
+        let Some(queue) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if queue.active {
+            return;
+        }
+        let Some((_, head)) = queue.jobs.first_key_value() else {
+            self.channels.remove(channel);
+            return;
+        };
+        let head = head.clone();
+        queue.active = true;
+        self.schedule(head, ctx);
+    }
+
+    /// A job is finished (succeeded or failed for good): let its channel go on.
+    fn release(&mut self, job: &DeliveryJob, ctx: &mut Context<Self>) {
+        self.held.remove(&job.delivery_id);
+        if let Some(channel) = &job.channel_id {
+            if let Some(queue) = self.channels.get_mut(channel) {
+                queue.jobs.remove(&job.order_key());
+                queue.active = false;
+            }
+            let channel = channel.clone();
+            self.activate(&channel, ctx);
         }
     }
 
@@ -89,6 +176,11 @@ impl WebhookDelivery {
     }
 
     fn attempt(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
+        if self.draining {
+            // Left pending in the database for the next run.
+            return;
+        }
+        self.in_flight += 1;
         let timestamp = now_ms() / 1000;
         let keys: Vec<&[u8]> = self.target.signing_keys.iter().map(Vec::as_slice).collect();
         let signature = signature::signature_header(&keys, &job.delivery_id, timestamp, &job.body);
@@ -108,6 +200,11 @@ impl WebhookDelivery {
             match request.send_body(body).await {
                 Ok(mut response) => {
                     let code = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| policy::parse_retry_after(v, SystemTime::now()));
                     let text = response
                         .body()
                         .limit(MAX_RESPONSE_READ)
@@ -116,21 +213,28 @@ impl WebhookDelivery {
                         .map(|b| truncate_utf8(&b, MAX_RESPONSE_KEPT));
                     Sent {
                         status_code: Some(code),
+                        retry_after,
                         error: None,
                         response_body: text,
                     }
                 }
                 Err(e) => Sent {
                     status_code: None,
+                    retry_after: None,
                     error: Some(e.to_string()),
                     response_body: None,
                 },
             }
         };
-        ctx.spawn(
-            send.into_actor(self)
-                .map(move |sent, act, ctx| act.finish(job, started_at, clock.elapsed(), sent, ctx)),
-        );
+        ctx.spawn(send.into_actor(self).map(move |sent, act, ctx| {
+            act.in_flight -= 1;
+            act.finish(job, started_at, clock.elapsed(), sent, ctx);
+            if act.draining && act.in_flight == 0 {
+                for tx in act.drained.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
+        }));
     }
 
     fn finish(
@@ -142,86 +246,102 @@ impl WebhookDelivery {
         ctx: &mut Context<Self>,
     ) {
         let attempt_no = job.attempts_made + 1;
-        let succeeded = sent.status_code.is_some_and(policy::is_success);
+        let verdict = policy::decide(
+            &self.policy.retry_schedule,
+            attempt_no,
+            sent.status_code,
+            sent.retry_after,
+            rand::thread_rng().gen_range(-1.0..=1.0),
+        );
         let error = match (&sent.error, sent.status_code) {
             (Some(e), _) => Some(e.clone()),
-            (None, Some(code)) if !succeeded => Some(format!("receiver answered HTTP {code}")),
+            (None, Some(code)) if verdict != Verdict::Succeeded => {
+                Some(format!("receiver answered HTTP {code}"))
+            }
             _ => None,
         };
         let now = now_ms();
-        let retry = (!succeeded)
-            .then(|| policy::next_delay(&self.policy.retry_schedule, attempt_no))
-            .flatten();
-        let outcome = match (succeeded, retry) {
-            (true, _) => AttemptOutcome {
+        let outcome = match verdict {
+            Verdict::Succeeded => AttemptOutcome {
                 status: status::SUCCEEDED,
                 next_attempt_at: now,
                 delivered_at: Some(now),
             },
-            (false, Some(delay)) => AttemptOutcome {
+            Verdict::Retry(delay) => AttemptOutcome {
                 status: status::PENDING,
                 next_attempt_at: now + delay.as_millis() as i64,
                 delivered_at: None,
             },
-            (false, None) => AttemptOutcome {
+            Verdict::Failed => AttemptOutcome {
                 status: status::FAILED,
+                next_attempt_at: now,
+                delivered_at: None,
+            },
+            // Kept pending, due at once, for when the webhook is enabled again.
+            Verdict::Gone => AttemptOutcome {
+                status: status::PENDING,
                 next_attempt_at: now,
                 delivered_at: None,
             },
         };
         log::debug!(
-            "delivery {} to webhook {} attempt {attempt_no}: {}",
+            "delivery {} to webhook {} attempt {attempt_no}: {verdict:?}",
             job.delivery_id,
-            self.target.webhook_id,
-            outcome.status
+            self.target.webhook_id
         );
-        let row = AttemptRow {
-            delivery_id: job.delivery_id.clone(),
-            attempt: attempt_no as i32,
-            at: started_at,
-            duration_ms: took.as_millis() as i64,
-            status_code: sent.status_code.map(i32::from),
-            error,
-            response_body: sent.response_body,
-        };
+        self.recorder.do_send(Record {
+            attempt: AttemptRow {
+                delivery_id: job.delivery_id.clone(),
+                attempt: attempt_no as i32,
+                at: started_at,
+                duration_ms: took.as_millis() as i64,
+                status_code: sent.status_code.map(i32::from),
+                error,
+                response_body: sent.response_body,
+            },
+            outcome: outcome.clone(),
+        });
         job.attempts_made = attempt_no;
         job.due_at = outcome.next_attempt_at;
-        let pool = self.pool.clone();
-        let record = actix_web::web::block(move || {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            db::deliveries::record_attempt(&mut conn, &row, &outcome).map_err(|e| e.to_string())
-        });
-        // The retry is scheduled only once the attempt is recorded, so the
-        // database never sees attempt n+1 before attempt n.
-        ctx.spawn(record.into_actor(self).map(move |res, act, ctx| {
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::error!("could not record delivery {}: {e}", job.delivery_id),
-                Err(e) => log::error!("could not record delivery {}: {e}", job.delivery_id),
+        match verdict {
+            Verdict::Succeeded => self.release(&job, ctx),
+            Verdict::Retry(_) => self.schedule(job, ctx),
+            Verdict::Failed => {
+                self.release(&job, ctx);
+                self.registry.do_send(DeliveryFailed {
+                    webhook_id: self.target.webhook_id.clone(),
+                });
             }
-            if retry.is_some() {
-                act.schedule(job, ctx);
+            Verdict::Gone => {
+                // The registry disables the webhook and the dispatcher then
+                // stops this actor; nothing more is sent meanwhile.
+                self.draining = true;
+                self.registry.do_send(DisableWebhook {
+                    webhook_id: self.target.webhook_id.clone(),
+                    reason: "the receiver answered 410 Gone".into(),
+                });
             }
-        }));
+        }
     }
 }
 
 struct Sent {
     status_code: Option<u16>,
+    retry_after: Option<Duration>,
     error: Option<String>,
     response_body: Option<String>,
 }
 
 fn truncate_utf8(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
-    text.into_owned()
+    String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
 }
 
 impl Actor for WebhookDelivery {
     type Context = Context<Self>;
 }
 
-/// Delivers one job when it is due.
+/// Takes a delivery; it is attempted when due and when its channel's
+/// earlier deliveries are done.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Deliver(pub DeliveryJob);
@@ -230,12 +350,13 @@ impl Handler<Deliver> for WebhookDelivery {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.schedule(msg.0, ctx);
+        self.accept(msg.0, ctx);
     }
 }
 
 /// Points the actor at a changed webhook, or stops it (`None`) when the
-/// webhook is gone or disabled; pending timers stop with it.
+/// webhook is gone or disabled; its timers stop with it and what it held
+/// stays pending in the database.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Retarget(pub Option<Arc<DeliveryTarget>>);
@@ -248,5 +369,28 @@ impl Handler<Retarget> for WebhookDelivery {
             Some(target) => self.target = target,
             None => ctx.stop(),
         }
+    }
+}
+
+/// Stops starting attempts and resolves once the attempts in flight have
+/// finished (their outcomes are then with the recorder).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for WebhookDelivery {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        let (tx, rx) = oneshot::channel();
+        if self.in_flight == 0 {
+            let _ = tx.send(());
+        } else {
+            self.drained.push(tx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }

@@ -1,53 +1,96 @@
 //! The dispatcher owns the hand-off from an accepted channel event to the
-//! per-webhook delivery actors. For each [`ChannelEvent`] it asks the
-//! registry which webhooks match, commits the event and one delivery per
-//! webhook to the database (the outbox), and only then hands each delivery
-//! to its webhook's actor and acknowledges: an acknowledged event is durable.
-//! It owns the map of running delivery actors, starts them on demand spread
-//! over the delivery arbiters, and forwards webhook changes to them. At start
-//! it resumes every delivery still pending in the database.
+//! per-webhook delivery actors, and this instance's share of the outbox.
+//!
+//! Ingest is group-committed: [`ChannelEvent`]s that arrive while a batch is
+//! being written wait in the next batch, so one transaction (one fsync)
+//! carries every event that arrived together. For a batch the dispatcher
+//! asks the registry which webhooks match, commits the events and one
+//! delivery per webhook (leased to this instance), and only then hands the
+//! deliveries to their webhooks' actors, in acceptance order, and answers
+//! the senders: an acknowledged event is durable.
+//!
+//! It also owns the running delivery actors (started on demand, spread over
+//! the delivery arbiters), forwards webhook changes to them, renews this
+//! instance's leases, claims pending deliveries nobody holds (at start: its
+//! own from a previous run), and drains everything at a clean stop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 
-use super::delivery::{Deliver, DeliveryJob, DeliveryPolicy, Retarget, WebhookDelivery};
-use super::registry::{DeliveryTarget, MatchWebhooks, Registry, Targets, WebhookChanged};
+use super::delivery::{Deliver, DeliveryJob, DeliveryPolicy, Drain, Retarget, WebhookDelivery};
+use super::recorder::{Flush, Recorder};
+use super::registry::{DeliveryTarget, MatchBatch, Registry, Targets, WebhookChanged};
+use crate::db::deliveries::{NewEvent, PendingDelivery};
 use crate::db::models::{status, DeliveryRow, EventRow};
 use crate::db::{self, now_ms, Pool};
 use crate::domain::EventKind;
 use crate::error::BrokerError;
 
+/// The most events one ingest transaction carries.
+const MAX_BATCH: usize = 1000;
+/// The most deliveries one claim takes.
+const CLAIM_LIMIT: i64 = 1000;
+
+/// Who this instance is and how long its claims last.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// The `lease_owner` this instance writes.
+    pub owner: String,
+    /// How long a lease lasts unrenewed.
+    pub lease: Duration,
+}
+
+type Reply = oneshot::Sender<Result<EventAccepted, BrokerError>>;
+
 /// The dispatcher actor.
 pub struct Dispatcher {
     registry: Addr<Registry>,
+    recorder: Addr<Recorder>,
     pool: Pool,
     policy: Arc<DeliveryPolicy>,
+    leases: LeaseConfig,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     actors: HashMap<String, Addr<WebhookDelivery>>,
+    batch: Vec<(ChannelEvent, Reply)>,
+    writing: bool,
+    draining: bool,
 }
 
 impl Dispatcher {
     /// A dispatcher that starts delivery actors on `arbiters`.
     pub fn new(
         registry: Addr<Registry>,
+        recorder: Addr<Recorder>,
         pool: Pool,
         policy: Arc<DeliveryPolicy>,
+        leases: LeaseConfig,
         arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         assert!(!arbiters.is_empty(), "at least one delivery arbiter");
         Dispatcher {
             registry,
+            recorder,
             pool,
             policy,
+            leases,
             arbiters,
             next_arbiter: 0,
             actors: HashMap::new(),
+            batch: Vec::new(),
+            writing: false,
+            draining: false,
         }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.leases.lease.as_millis() as i64
     }
 
     /// The running actor of a webhook, started on demand.
@@ -59,22 +102,271 @@ impl Dispatcher {
         }
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
-        let target_id = target.webhook_id.clone();
-        let (target, pool, policy) = (target.clone(), self.pool.clone(), self.policy.clone());
+        let id = target.webhook_id.clone();
+        let (target, policy) = (target.clone(), self.policy.clone());
+        let (recorder, registry) = (self.recorder.clone(), self.registry.clone());
         let addr = WebhookDelivery::start_in_arbiter(arbiter, move |_| {
-            WebhookDelivery::new(target, pool, policy)
+            WebhookDelivery::new(target, policy, recorder, registry)
         });
-        self.actors.insert(target_id, addr.clone());
+        self.actors.insert(id, addr.clone());
         addr
     }
+
+    /// Hands pending deliveries (oldest first) to their webhooks' actors.
+    fn hand_over(
+        &mut self,
+        pending: Vec<PendingDelivery>,
+        targets: &HashMap<String, Arc<DeliveryTarget>>,
+    ) -> usize {
+        let mut bodies: HashMap<String, Bytes> = HashMap::new();
+        let mut handed = 0;
+        for (row, payload) in pending {
+            let Some(target) = targets.get(&row.webhook_id) else {
+                continue;
+            };
+            let body = bodies
+                .entry(row.event_id.clone())
+                .or_insert_with(|| Bytes::from(payload))
+                .clone();
+            self.actor_for(target).do_send(Deliver(job_of(row, body)));
+            handed += 1;
+        }
+        handed
+    }
+
+    /// Writes the waiting events as one transaction, unless a write is
+    /// already under way (then they go in the next one).
+    fn write_batch(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.batch.is_empty() {
+            return;
+        }
+        self.writing = true;
+        let n = self.batch.len().min(MAX_BATCH);
+        let batch: Vec<(ChannelEvent, Reply)> = self.batch.drain(..n).collect();
+        let registry = self.registry.clone();
+        let pool = self.pool.clone();
+        let (owner, lease_ms) = (self.leases.owner.clone(), self.lease_ms());
+        let work = async move {
+            let keys = batch
+                .iter()
+                .map(|(e, _)| (e.app_id.clone(), e.event))
+                .collect();
+            let matches = match registry.send(MatchBatch(keys)).await {
+                Ok(m) => m,
+                Err(e) => {
+                    let e = BrokerError::from(e);
+                    return batch
+                        .into_iter()
+                        .map(|(_, reply)| (reply, Err(same_error(&e))))
+                        .collect::<Vec<(Reply, Result<Handoff, BrokerError>)>>();
+                }
+            };
+            let now = now_ms();
+            let mut answers: Vec<(Reply, Result<Handoff, BrokerError>)> = Vec::new();
+            let mut news = Vec::new();
+            let mut waiting = Vec::new();
+            for ((event, reply), targets) in batch.into_iter().zip(matches) {
+                match targets {
+                    Ok(targets) => {
+                        news.push(build(event, &targets, now, &owner, lease_ms));
+                        waiting.push((targets, reply));
+                    }
+                    Err(e) => answers.push((reply, Err(e))),
+                }
+            }
+            let written = actix_web::web::block(move || {
+                let result = pool
+                    .get()
+                    .map_err(BrokerError::from)
+                    .and_then(|mut conn| Ok(db::deliveries::insert_events(&mut conn, &news)?));
+                (news, result)
+            })
+            .await;
+            match written {
+                Ok((news, Ok(()))) => {
+                    for (new, (targets, reply)) in news.into_iter().zip(waiting) {
+                        answers.push((reply, Ok((new, targets))));
+                    }
+                }
+                Ok((_, Err(e))) => {
+                    for (_, reply) in waiting {
+                        answers.push((reply, Err(same_error(&e))));
+                    }
+                }
+                Err(e) => {
+                    let e = BrokerError::from(e);
+                    for (_, reply) in waiting {
+                        answers.push((reply, Err(same_error(&e))));
+                    }
+                }
+            }
+            answers
+        };
+        ctx.spawn(work.into_actor(self).map(|answers, act, ctx| {
+            // Deliveries go to the actors in the order their events were
+            // accepted, which is what keeps each channel in order.
+            for (reply, result) in answers {
+                let answer = result.map(|(new, targets)| {
+                    let body = Bytes::from(new.event.payload);
+                    let accepted = EventAccepted {
+                        id: new.event.id,
+                        deliveries: new.deliveries.len(),
+                    };
+                    for (row, target) in new.deliveries.into_iter().zip(targets) {
+                        act.actor_for(&target)
+                            .do_send(Deliver(job_of(row, body.clone())));
+                    }
+                    accepted
+                });
+                let _ = reply.send(answer);
+            }
+            act.writing = false;
+            act.write_batch(ctx);
+        }));
+    }
+
+    /// Claims what nobody holds and hands it over; with `reclaim_own`, also
+    /// what this instance held before a restart. Repeats while claims fill up.
+    fn claim(&mut self, reclaim_own: bool) -> ResponseActFuture<Self, Result<usize, BrokerError>> {
+        let pool = self.pool.clone();
+        let registry = self.registry.clone();
+        let (owner, lease_ms) = (self.leases.owner.clone(), self.lease_ms());
+        let work = async move {
+            let mut all = Vec::new();
+            loop {
+                let (pool, owner) = (pool.clone(), owner.clone());
+                let claimed = actix_web::web::block(move || {
+                    let mut conn = pool.get()?;
+                    Ok::<_, BrokerError>(db::deliveries::claim(
+                        &mut conn,
+                        &owner,
+                        now_ms(),
+                        lease_ms,
+                        CLAIM_LIMIT,
+                        reclaim_own,
+                    )?)
+                })
+                .await??;
+                let full = claimed.len() as i64 >= CLAIM_LIMIT;
+                all.extend(claimed);
+                if !full {
+                    break;
+                }
+            }
+            let mut ids: Vec<String> = all.iter().map(|(d, _)| d.webhook_id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            let targets = registry.send(Targets { webhook_ids: ids }).await?;
+            Ok::<_, BrokerError>((all, targets))
+        };
+        Box::pin(work.into_actor(self).map(|res, act, _| {
+            let (pending, targets) = res?;
+            let handed = act.hand_over(pending, &targets);
+            if handed > 0 {
+                log::info!("claimed {handed} pending deliveries");
+            }
+            Ok(handed)
+        }))
+    }
+
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        let pool = self.pool.clone();
+        let owner = self.leases.owner.clone();
+        let until = now_ms() + self.lease_ms();
+        let renew = actix_web::web::block(move || {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            db::deliveries::renew_leases(&mut conn, &owner, until).map_err(|e| e.to_string())
+        });
+        ctx.spawn(renew.into_actor(self).map(|res, _, _| match res {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!("could not renew delivery leases: {e}"),
+            Err(_) => {}
+        }));
+    }
+}
+
+type Handoff = (NewEvent, Vec<Arc<DeliveryTarget>>);
+
+/// The error of a whole batch, for each of its events.
+fn same_error(e: &BrokerError) -> BrokerError {
+    match e {
+        BrokerError::Unavailable(m) => BrokerError::Unavailable(m.clone()),
+        other => BrokerError::Unavailable(other.to_string()),
+    }
+}
+
+fn job_of(row: DeliveryRow, body: Bytes) -> DeliveryJob {
+    DeliveryJob {
+        delivery_id: row.id,
+        channel_id: row.channel_id,
+        created_at: row.created_at,
+        body,
+        attempts_made: row.attempts.max(0) as u32,
+        due_at: row.next_attempt_at,
+    }
+}
+
+/// The rows for one event: the event with its exact body and a delivery per
+/// target, leased to this instance, due now.
+fn build(
+    msg: ChannelEvent,
+    targets: &[Arc<DeliveryTarget>],
+    now: i64,
+    owner: &str,
+    lease_ms: i64,
+) -> NewEvent {
+    let event_time = msg.event_time.unwrap_or(now);
+    let channel_id = channel_id(&msg.channel);
+    let event = EventRow {
+        id: db::new_id("evt"),
+        app_id: msg.app_id,
+        event: msg.event.as_str().to_owned(),
+        channel_id: channel_id.clone(),
+        event_time,
+        payload: delivery_body(msg.event, event_time, &msg.channel),
+        created_at: now,
+    };
+    let deliveries = targets
+        .iter()
+        .map(|t| DeliveryRow {
+            id: db::new_id("msg"),
+            event_id: event.id.clone(),
+            webhook_id: t.webhook_id.clone(),
+            channel_id: channel_id.clone(),
+            status: status::PENDING.into(),
+            attempts: 0,
+            next_attempt_at: now,
+            last_status_code: None,
+            last_error: None,
+            created_at: now,
+            delivered_at: None,
+            lease_owner: Some(owner.to_owned()),
+            lease_until: Some(now + lease_ms),
+        })
+        .collect();
+    NewEvent { event, deliveries }
 }
 
 impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Channel services may send many events at once; let them queue.
-        ctx.set_mailbox_capacity(4096);
+        let every = self.leases.lease / 3;
+        ctx.run_interval(every, |act, ctx| {
+            if !act.draining {
+                act.renew_leases(ctx);
+            }
+        });
+        ctx.run_interval(self.leases.lease, |act, ctx| {
+            if !act.draining {
+                let claim = act.claim(false).map(|res, _, _| {
+                    if let Err(e) = res {
+                        log::warn!("could not claim pending deliveries: {e}");
+                    }
+                });
+                ctx.spawn(claim);
+            }
+        });
     }
 }
 
@@ -128,97 +420,119 @@ pub fn delivery_body(event: EventKind, event_time: i64, channel: &Map<String, Va
     Value::Object(body).to_string()
 }
 
-/// The channel's `id` as text, whatever JSON type it has, for ordering.
-fn channel_id(channel: &Map<String, Value>) -> Option<String> {
-    match channel.get("id")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
+/// The longest channel id stored as it is; longer ones are stored as their
+/// digest, which orders them just as well and fits the column on MySQL.
+const MAX_CHANNEL_ID: usize = 191;
+
+/// The channel's `id` as text, whatever JSON type it has: the key that
+/// orders its deliveries.
+pub fn channel_id(channel: &Map<String, Value>) -> Option<String> {
+    let id = match channel.get("id")? {
+        Value::String(s) => s.clone(),
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    if id.len() <= MAX_CHANNEL_ID {
+        return Some(id);
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    Some(format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn channel(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_broker_keys_win_a_clash_and_come_first() {
+        let body = delivery_body(
+            EventKind::ChannelStop,
+            42,
+            &channel(json!({"id": "c", "event": "x", "eventTime": 1, "z": [1]})),
+        );
+        assert_eq!(
+            body,
+            r#"{"event":"channel_stop","eventTime":42,"id":"c","z":[1]}"#
+        );
+    }
+
+    #[test]
+    fn channel_ids_of_any_type_and_length_become_keys() {
+        assert_eq!(channel_id(&channel(json!({"id": "a"}))), Some("a".into()));
+        assert_eq!(channel_id(&channel(json!({"id": 7}))), Some("7".into()));
+        assert_eq!(channel_id(&channel(json!({"id": null}))), None);
+        assert_eq!(channel_id(&channel(json!({}))), None);
+        let long = "x".repeat(300);
+        let key = channel_id(&channel(json!({ "id": long }))).unwrap();
+        assert!(key.starts_with("sha256:") && key.len() == 71);
+        let other = channel_id(&channel(json!({ "id": "y".repeat(300) }))).unwrap();
+        assert_ne!(key, other);
     }
 }
 
 impl Handler<ChannelEvent> for Dispatcher {
-    type Result = ResponseActFuture<Self, Result<EventAccepted, BrokerError>>;
+    type Result = ResponseFuture<Result<EventAccepted, BrokerError>>;
 
-    fn handle(&mut self, msg: ChannelEvent, _: &mut Self::Context) -> Self::Result {
-        let registry = self.registry.clone();
-        let pool = self.pool.clone();
-        let work = async move {
-            let targets = registry
-                .send(MatchWebhooks {
-                    app_id: msg.app_id.clone(),
-                    event: msg.event,
-                })
-                .await??;
-            let now = now_ms();
-            let event_time = msg.event_time.unwrap_or(now);
-            let payload = delivery_body(msg.event, event_time, &msg.channel);
-            let channel_id = channel_id(&msg.channel);
-            let event = EventRow {
-                id: db::new_id("evt"),
-                app_id: msg.app_id,
-                event: msg.event.as_str().to_owned(),
-                channel_id: channel_id.clone(),
-                event_time,
-                payload,
-                created_at: now,
-            };
-            let rows: Vec<DeliveryRow> = targets
-                .iter()
-                .map(|t| DeliveryRow {
-                    id: db::new_id("msg"),
-                    event_id: event.id.clone(),
-                    webhook_id: t.webhook_id.clone(),
-                    channel_id: channel_id.clone(),
-                    status: status::PENDING.into(),
-                    attempts: 0,
-                    next_attempt_at: now,
-                    last_status_code: None,
-                    last_error: None,
-                    created_at: now,
-                    delivered_at: None,
-                    lease_owner: None,
-                    lease_until: None,
-                })
-                .collect();
-            let (event, rows) = actix_web::web::block(move || {
-                let mut conn = pool.get()?;
-                db::deliveries::insert_event(&mut conn, &event, &rows)?;
-                Ok::<_, BrokerError>((event, rows))
-            })
-            .await??;
-            Ok::<_, BrokerError>((event, rows, targets))
-        };
-        Box::pin(work.into_actor(self).map(|res, act, _| {
-            let (event, rows, targets) = res?;
-            let body = Bytes::from(event.payload);
-            let deliveries = rows.len();
-            for (row, target) in rows.into_iter().zip(targets) {
-                act.actor_for(&target).do_send(Deliver(DeliveryJob {
-                    delivery_id: row.id,
-                    body: body.clone(),
-                    attempts_made: 0,
-                    due_at: row.next_attempt_at,
-                }));
-            }
-            Ok(EventAccepted {
-                id: event.id,
-                deliveries,
-            })
-        }))
+    fn handle(&mut self, msg: ChannelEvent, ctx: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return Box::pin(async {
+                Err(BrokerError::Unavailable(
+                    "the broker is shutting down".into(),
+                ))
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.batch.push((msg, tx));
+        self.write_batch(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(BrokerError::Unavailable("the broker stopped".into())))
+        })
     }
 }
 
 impl Handler<WebhookChanged> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, msg: WebhookChanged, _: &mut Self::Context) {
+    fn handle(&mut self, msg: WebhookChanged, ctx: &mut Self::Context) {
         match msg.target {
-            Some(target) => {
-                if let Some(addr) = self.actors.get(&msg.webhook_id) {
-                    addr.do_send(Retarget(Some(target)));
+            Some(target) => match self.actors.get(&msg.webhook_id) {
+                Some(addr) if addr.connected() => addr.do_send(Retarget(Some(target))),
+                _ => {
+                    // Enabled again (or changed while idle): take back what
+                    // it kept pending.
+                    let pool = self.pool.clone();
+                    let owner = self.leases.owner.clone();
+                    let until = now_ms() + self.lease_ms();
+                    let id = msg.webhook_id.clone();
+                    let load = actix_web::web::block(move || {
+                        let mut conn = pool.get()?;
+                        Ok::<_, BrokerError>(db::deliveries::take_pending_of_webhook(
+                            &mut conn, &id, &owner, until,
+                        )?)
+                    });
+                    ctx.spawn(load.into_actor(self).map(move |res, act, _| match res {
+                        Ok(Ok(pending)) => {
+                            let targets = HashMap::from([(target.webhook_id.clone(), target)]);
+                            act.hand_over(pending, &targets);
+                        }
+                        Ok(Err(e)) => log::error!("could not resume webhook: {e}"),
+                        Err(_) => {}
+                    }));
                 }
-            }
+            },
             None => {
                 if let Some(addr) = self.actors.remove(&msg.webhook_id) {
                     addr.do_send(Retarget(None));
@@ -228,49 +542,117 @@ impl Handler<WebhookChanged> for Dispatcher {
     }
 }
 
-/// Hands every delivery still pending in the database to its actor: what a
-/// previous run accepted but did not finish.
+/// Claims pending deliveries now. With `reclaim_own` (at start) this
+/// instance's leases from a previous run count as free.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<usize, BrokerError>")]
-pub struct ResumePending;
+pub struct ClaimPending {
+    /// Take back this instance's own earlier leases too.
+    pub reclaim_own: bool,
+}
 
-impl Handler<ResumePending> for Dispatcher {
+impl Handler<ClaimPending> for Dispatcher {
     type Result = ResponseActFuture<Self, Result<usize, BrokerError>>;
 
-    fn handle(&mut self, _: ResumePending, _: &mut Self::Context) -> Self::Result {
-        let registry = self.registry.clone();
+    fn handle(&mut self, msg: ClaimPending, _: &mut Self::Context) -> Self::Result {
+        self.claim(msg.reclaim_own)
+    }
+}
+
+/// Puts finished deliveries of a webhook back in line, due now, and hands
+/// them over if the webhook is enabled. Answers how many were requeued.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<usize, BrokerError>")]
+pub struct Requeue {
+    /// The webhook.
+    pub webhook_id: String,
+    /// Its deliveries to send again.
+    pub delivery_ids: Vec<String>,
+}
+
+impl Handler<Requeue> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<usize, BrokerError>>;
+
+    fn handle(&mut self, msg: Requeue, _: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
+        let registry = self.registry.clone();
+        let owner = self.leases.owner.clone();
+        let lease_ms = self.lease_ms();
         let work = async move {
+            let webhook_id = msg.webhook_id.clone();
             let pending = actix_web::web::block(move || {
                 let mut conn = pool.get()?;
-                Ok::<_, BrokerError>(db::deliveries::pending(&mut conn)?)
+                let now = now_ms();
+                Ok::<_, BrokerError>(db::deliveries::requeue(
+                    &mut conn,
+                    &msg.webhook_id,
+                    &msg.delivery_ids,
+                    &owner,
+                    now,
+                    now + lease_ms,
+                )?)
             })
             .await??;
-            let mut ids: Vec<String> = pending.iter().map(|(d, _)| d.webhook_id.clone()).collect();
-            ids.sort();
-            ids.dedup();
-            let targets = registry.send(Targets { webhook_ids: ids }).await?;
+            let targets = registry
+                .send(Targets {
+                    webhook_ids: vec![webhook_id],
+                })
+                .await?;
             Ok::<_, BrokerError>((pending, targets))
         };
         Box::pin(work.into_actor(self).map(|res, act, _| {
             let (pending, targets) = res?;
-            let mut resumed = 0;
-            for (row, payload) in pending {
-                let Some(target) = targets.get(&row.webhook_id) else {
-                    continue;
-                };
-                act.actor_for(target).do_send(Deliver(DeliveryJob {
-                    delivery_id: row.id,
-                    body: Bytes::from(payload),
-                    attempts_made: row.attempts.max(0) as u32,
-                    due_at: row.next_attempt_at,
-                }));
-                resumed += 1;
+            let n = pending.len();
+            act.hand_over(pending, &targets);
+            Ok(n)
+        }))
+    }
+}
+
+/// A clean stop: refuse new events, let attempts in flight finish (up to
+/// `grace`), write every outcome, and give this instance's leases back.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// How long in-flight attempts may take to finish.
+    pub grace: Duration,
+}
+
+impl Handler<Shutdown> for Dispatcher {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        let drains: Vec<_> = self.actors.values().map(|a| a.send(Drain)).collect();
+        let recorder = self.recorder.clone();
+        let pool = self.pool.clone();
+        let owner = self.leases.owner.clone();
+        let work = async move {
+            let all = futures_util::future::join_all(drains);
+            if actix_web::rt::time::timeout(msg.grace, all).await.is_err() {
+                log::warn!(
+                    "shutdown grace of {:?} ran out with attempts in flight",
+                    msg.grace
+                );
             }
-            if resumed > 0 {
-                log::info!("resumed {resumed} pending deliveries");
+            let _ =
+                actix_web::rt::time::timeout(Duration::from_secs(10), recorder.send(Flush)).await;
+            let released = actix_web::web::block(move || {
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                db::deliveries::release_leases(&mut conn, &owner).map_err(|e| e.to_string())
+            })
+            .await;
+            match released {
+                Ok(Ok(n)) => log::info!("released {n} pending deliveries for the next run"),
+                Ok(Err(e)) => log::warn!("could not release leases ({e}); they lapse on their own"),
+                Err(_) => {}
             }
-            Ok(resumed)
+        };
+        Box::pin(work.into_actor(self).map(|_, act, _| {
+            for addr in act.actors.values() {
+                addr.do_send(Retarget(None));
+            }
+            act.actors.clear();
         }))
     }
 }

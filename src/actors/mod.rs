@@ -2,4 +2,6 @@
 
 pub mod delivery;
 pub mod dispatcher;
+pub mod janitor;
+pub mod recorder;
 pub mod registry;

@@ -186,12 +186,18 @@ pub struct Registry {
     webhooks: HashMap<String, Webhook>,
     by_app: HashMap<String, BTreeSet<String>>,
     changes: Recipient<WebhookChanged>,
+    disable_after: std::time::Duration,
 }
 
 impl Registry {
     /// Builds the registry from a loaded snapshot. Rows that no longer parse
     /// are logged and skipped rather than refusing to start.
-    pub fn new(pool: Pool, snapshot: Snapshot, changes: Recipient<WebhookChanged>) -> Self {
+    pub fn new(
+        pool: Pool,
+        snapshot: Snapshot,
+        changes: Recipient<WebhookChanged>,
+        disable_after: std::time::Duration,
+    ) -> Self {
         let mut registry = Registry {
             pool,
             apps: HashMap::new(),
@@ -199,6 +205,7 @@ impl Registry {
             webhooks: HashMap::new(),
             by_app: HashMap::new(),
             changes,
+            disable_after,
         };
         for row in snapshot.apps {
             registry.key_hashes.insert(row.api_key_hash, row.id.clone());
@@ -253,6 +260,31 @@ impl Registry {
 
     fn conn(&self) -> Result<db::PooledConn, BrokerError> {
         Ok(self.pool.get()?)
+    }
+
+    /// Disables a webhook (kept pending deliveries stay in the database).
+    fn disable(&mut self, id: &str, reason: String) -> Result<(), BrokerError> {
+        let Some(current) = self.webhooks.get(id) else {
+            return Ok(());
+        };
+        if current.status == WebhookStatus::Disabled {
+            return Ok(());
+        }
+        let mut webhook = current.clone();
+        let now = now_ms();
+        webhook.status = WebhookStatus::Disabled;
+        webhook.disabled_reason = Some(reason);
+        webhook.disabled_at = Some(now);
+        webhook.updated_at = now;
+        db::webhooks::update(&mut *self.conn()?, &webhook.to_row())?;
+        log::warn!(
+            "webhook {} disabled: {}",
+            webhook.id,
+            webhook.disabled_reason.as_deref().unwrap_or("")
+        );
+        self.announce(&webhook.id, None);
+        self.remember(webhook);
+        Ok(())
     }
 
     fn announce(&self, webhook_id: &str, target: Option<Arc<DeliveryTarget>>) {
@@ -606,5 +638,85 @@ impl Handler<GetSecret> for Registry {
 
     fn handle(&mut self, msg: GetSecret, _: &mut Self::Context) -> Self::Result {
         Ok(self.owned(&msg.app_id, &msg.id)?.secret.clone())
+    }
+}
+
+/// The targets for a batch of events: one answer per `(app, event)`, in
+/// order; an unknown app is an error for its event only.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<Vec<Arc<DeliveryTarget>>, BrokerError>>")]
+pub struct MatchBatch(pub Vec<(String, EventKind)>);
+
+impl Handler<MatchBatch> for Registry {
+    type Result = MessageResult<MatchBatch>;
+
+    fn handle(&mut self, msg: MatchBatch, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            msg.0
+                .into_iter()
+                .map(|(app_id, event)| {
+                    Handler::<MatchWebhooks>::handle(self, MatchWebhooks { app_id, event }, ctx)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Disables a webhook at once (a receiver answered 410 Gone).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct DisableWebhook {
+    /// The webhook.
+    pub webhook_id: String,
+    /// Why, kept with the webhook.
+    pub reason: String,
+}
+
+impl Handler<DisableWebhook> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DisableWebhook, _: &mut Self::Context) {
+        if let Err(e) = self.disable(&msg.webhook_id, msg.reason) {
+            log::error!("could not disable webhook {}: {e}", msg.webhook_id);
+        }
+    }
+}
+
+/// A delivery of this webhook failed for good: disable the webhook if it
+/// has gone BROKER_DISABLE_AFTER without a success.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct DeliveryFailed {
+    /// The webhook.
+    pub webhook_id: String,
+}
+
+impl Handler<DeliveryFailed> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliveryFailed, _: &mut Self::Context) {
+        let Some(webhook) = self.webhooks.get(&msg.webhook_id) else {
+            return;
+        };
+        let created_at = webhook.created_at;
+        let last_success = match self
+            .conn()
+            .and_then(|mut c| Ok(db::deliveries::last_success(&mut c, &msg.webhook_id)?))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("cannot check webhook {} for disabling: {e}", msg.webhook_id);
+                return;
+            }
+        };
+        if crate::policy::should_disable(now_ms(), last_success, created_at, self.disable_after) {
+            let reason = format!(
+                "no successful delivery for {}",
+                humantime::format_duration(self.disable_after)
+            );
+            if let Err(e) = self.disable(&msg.webhook_id, reason) {
+                log::error!("could not disable webhook {}: {e}", msg.webhook_id);
+            }
+        }
     }
 }

@@ -1,12 +1,20 @@
-//! Bearer-token extractors. The admin token and app API keys are compared
-//! through their SHA-256 digests: the admin digest in constant time, app keys
-//! by looking the digest up, so a wrong key costs the same as a right one and
-//! no comparison time depends on the secret's bytes.
+//! Authentication. A middleware on `/v1` works out who is calling before any
+//! handler runs or any body is read: the admin (the admin token), an app (an
+//! API key), or nobody. The [`Admin`] and [`AppAuth`] extractors then only
+//! read that verdict, so a request with a wrong token is refused with 401
+//! whatever its body holds.
+//!
+//! The admin token and app keys are compared through their SHA-256 digests:
+//! the admin digest in constant time, app keys by looking their digest up,
+//! so no comparison's time depends on the secret's bytes, and every token,
+//! right or wrong, costs the same two digests and one lookup.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{ready, Ready};
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -14,29 +22,33 @@ use super::ApiState;
 use crate::actors::registry::{hash_api_key, Authenticate};
 use crate::error::BrokerError;
 
-fn bearer(req: &HttpRequest) -> Result<&str, BrokerError> {
+/// Who is calling.
+#[derive(Debug, Clone)]
+enum Identity {
+    Admin,
+    App(String),
+    /// No valid credentials: why, for the 401.
+    Nobody(String),
+    /// The registry could not be asked.
+    Unknown,
+}
+
+fn bearer(req: &HttpRequest) -> Result<&str, String> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| BrokerError::Unauthorized("missing Authorization: Bearer header".into()))?;
+        .ok_or("missing Authorization: Bearer header")?;
     let value = header
         .to_str()
-        .map_err(|_| BrokerError::Unauthorized("malformed Authorization header".into()))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
-        BrokerError::Unauthorized("Authorization must be `Bearer <token>`".into())
-    })?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(BrokerError::Unauthorized(
-            "Authorization must be `Bearer <token>`".into(),
-        ));
+        .map_err(|_| "malformed Authorization header")?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err("Authorization must be `Bearer <token>`".into()),
     }
-    Ok(token.trim())
-}
-
-fn state(req: &HttpRequest) -> Result<web::Data<ApiState>, BrokerError> {
-    req.app_data::<web::Data<ApiState>>()
-        .cloned()
-        .ok_or_else(|| BrokerError::Internal("broker routes mounted without their state".into()))
 }
 
 /// The SHA-256 of the admin token, what [`ApiState`] keeps.
@@ -44,8 +56,44 @@ pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn is_admin(state: &ApiState, token: &str) -> bool {
-    bool::from(digest(token).ct_eq(&state.admin_token_digest))
+async fn identify(req: &HttpRequest) -> Identity {
+    let Some(state) = req.app_data::<web::Data<ApiState>>() else {
+        return Identity::Unknown;
+    };
+    let token = match bearer(req) {
+        Ok(t) => t,
+        Err(why) => return Identity::Nobody(why),
+    };
+    let is_admin = bool::from(digest(token).ct_eq(&state.admin_token_digest));
+    let app = state
+        .registry
+        .send(Authenticate {
+            key_hash: hash_api_key(token),
+        })
+        .await;
+    match (is_admin, app) {
+        (true, _) => Identity::Admin,
+        (false, Ok(Some(app_id))) => Identity::App(app_id),
+        (false, Ok(None)) => Identity::Nobody("invalid token".into()),
+        (false, Err(_)) => Identity::Unknown,
+    }
+}
+
+/// The middleware: records the caller's identity for the extractors.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let identity = identify(req.request()).await;
+    req.extensions_mut().insert(identity);
+    next.call(req).await
+}
+
+fn identity(req: &HttpRequest) -> Identity {
+    req.extensions()
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or(Identity::Unknown)
 }
 
 /// A request made with the admin token.
@@ -53,27 +101,18 @@ pub struct Admin;
 
 impl FromRequest for Admin {
     type Error = BrokerError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, BrokerError>>>>;
+    type Future = Ready<Result<Self, BrokerError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let checked = state(req).and_then(|s| Ok((s, bearer(req)?.to_owned())));
-        Box::pin(async move {
-            let (state, token) = checked?;
-            if is_admin(&state, &token) {
-                return Ok(Admin);
-            }
-            let app = state
-                .registry
-                .send(Authenticate {
-                    key_hash: hash_api_key(&token),
-                })
-                .await?;
-            Err(match app {
-                Some(_) => {
-                    BrokerError::Forbidden("an app API key cannot call admin endpoints".into())
-                }
-                None => BrokerError::Unauthorized("invalid admin token".into()),
-            })
+        ready(match identity(req) {
+            Identity::Admin => Ok(Admin),
+            Identity::App(_) => Err(BrokerError::Forbidden(
+                "an app API key cannot call admin endpoints".into(),
+            )),
+            Identity::Nobody(why) => Err(BrokerError::Unauthorized(why)),
+            Identity::Unknown => Err(BrokerError::Unavailable(
+                "cannot check credentials right now".into(),
+            )),
         })
     }
 }
@@ -83,25 +122,18 @@ pub struct AppAuth(pub String);
 
 impl FromRequest for AppAuth {
     type Error = BrokerError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, BrokerError>>>>;
+    type Future = Ready<Result<Self, BrokerError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let checked = state(req).and_then(|s| Ok((s, bearer(req)?.to_owned())));
-        Box::pin(async move {
-            let (state, token) = checked?;
-            let app = state
-                .registry
-                .send(Authenticate {
-                    key_hash: hash_api_key(&token),
-                })
-                .await?;
-            match app {
-                Some(app_id) => Ok(AppAuth(app_id)),
-                None if is_admin(&state, &token) => Err(BrokerError::Forbidden(
-                    "the admin token is not an app API key; use the app's key".into(),
-                )),
-                None => Err(BrokerError::Unauthorized("invalid API key".into())),
-            }
+        ready(match identity(req) {
+            Identity::App(app_id) => Ok(AppAuth(app_id)),
+            Identity::Admin => Err(BrokerError::Forbidden(
+                "the admin token is not an app API key; use the app's key".into(),
+            )),
+            Identity::Nobody(why) => Err(BrokerError::Unauthorized(why)),
+            Identity::Unknown => Err(BrokerError::Unavailable(
+                "cannot check credentials right now".into(),
+            )),
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod deliveries;
 pub mod webhooks;
 
 use actix::Addr;
@@ -28,6 +29,8 @@ pub struct ApiState {
     pub allow_private_targets: bool,
     /// BROKER_MAX_BODY.
     pub max_body: usize,
+    /// The database, for the delivery log.
+    pub pool: crate::db::Pool,
 }
 
 /// Registers the broker's routes, state and input error handling on an
@@ -46,32 +49,57 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
             .app_data(web::PathConfig::default().error_handler(path_error))
             .route("/healthz", web::get().to(healthz))
             .service(
-                web::resource("/v1/apps")
-                    .route(web::post().to(admin::create_app))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/events")
-                    .route(web::post().to(admin::ingest_event))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/webhook")
-                    .route(web::post().to(webhooks::create))
-                    .route(web::get().to(webhooks::list))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/webhook/{webhook_id}")
-                    .route(web::get().to(webhooks::get))
-                    .route(web::put().to(webhooks::update))
-                    .route(web::delete().to(webhooks::delete))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/webhook/{webhook_id}/secret")
-                    .route(web::get().to(webhooks::secret))
-                    .default_service(web::to(method_not_allowed)),
+                web::scope("/v1")
+                    .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                    .service(
+                        web::resource("/apps")
+                            .route(web::post().to(admin::create_app))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/events")
+                            .route(web::post().to(admin::ingest_event))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/webhook")
+                            .route(web::post().to(webhooks::create))
+                            .route(web::get().to(webhooks::list))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/webhook/{webhook_id}")
+                            .route(web::get().to(webhooks::get))
+                            .route(web::put().to(webhooks::update))
+                            .route(web::delete().to(webhooks::delete))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/webhook/{webhook_id}/secret")
+                            .route(web::get().to(webhooks::secret))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/webhook/{webhook_id}/deliveries")
+                            .route(web::get().to(deliveries::list))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/webhook/{webhook_id}/deliveries/{delivery_id}")
+                            .route(web::get().to(deliveries::get))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/webhook/{webhook_id}/deliveries/{delivery_id}/retry")
+                            .route(web::post().to(deliveries::retry))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/webhook/{webhook_id}/recover")
+                            .route(web::post().to(deliveries::recover))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .default_service(web::to(not_found)),
             );
     }
 }

@@ -124,14 +124,15 @@ pub struct ListQuery {
     event: Option<String>,
 }
 
-fn parse_page(q: &ListQuery) -> Result<(usize, usize), BrokerError> {
-    let page = match q.page.as_deref().map(str::trim) {
+/// Parses `page` (>= 0, default 0) and `length` (1..=100, default 10).
+pub fn parse_page(page: Option<&str>, length: Option<&str>) -> Result<(usize, usize), BrokerError> {
+    let page = match page.map(str::trim) {
         None | Some("") => 0,
         Some(p) => p.parse::<usize>().map_err(|_| {
             BrokerError::bad_request("invalid_page", "page must be a whole number >= 0")
         })?,
     };
-    let length = match q.length.as_deref().map(str::trim) {
+    let length = match length.map(str::trim) {
         None | Some("") => 10,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE_LENGTH).contains(&n) => n,
@@ -152,7 +153,7 @@ pub async fn list(
     state: web::Data<ApiState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, BrokerError> {
-    let (page, length) = parse_page(&query)?;
+    let (page, length) = parse_page(query.page.as_deref(), query.length.as_deref())?;
     let filter = match query.event.as_deref() {
         None => None,
         Some(raw) => Some(EventSet::parse_list(raw)?),

@@ -1,4 +1,9 @@
 //! Queries on `events`, `deliveries` and `delivery_attempts`: the outbox.
+//!
+//! A pending delivery is owned by the broker instance named in
+//! `lease_owner` until `lease_until`; an instance renews the leases of what
+//! it holds, and claims pending deliveries whose lease has lapsed (their
+//! owner died) or that nobody owns (released at shutdown, or requeued).
 
 use diesel::prelude::*;
 
@@ -6,24 +11,45 @@ use super::models::{status, AttemptRow, DeliveryRow, EventRow};
 use super::schema::{deliveries, delivery_attempts, events};
 use super::DbConn;
 
-/// Stores an event and its deliveries in one transaction: either the event
-/// is accepted with every delivery it owes, or not at all.
-pub fn insert_event(conn: &mut DbConn, event: &EventRow, rows: &[DeliveryRow]) -> QueryResult<()> {
+/// Runs the same Diesel expression on whichever backend `conn` is. Some
+/// statements (multi-row inserts, `FOR UPDATE SKIP LOCKED`) do not compile
+/// through the MultiConnection enum, but compile on each backend alone.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            DbConn::Sqlite($c) => $body,
+            DbConn::Mysql($c) => $body,
+        }
+    };
+}
+
+/// An accepted event and the deliveries it owes.
+pub struct NewEvent {
+    /// The event row.
+    pub event: EventRow,
+    /// One per matching webhook.
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+/// Stores a batch of events and their deliveries in one transaction: one
+/// commit (one fsync) for every event that arrived together.
+pub fn insert_events(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
+    let events: Vec<&EventRow> = batch.iter().map(|e| &e.event).collect();
+    let rows: Vec<&DeliveryRow> = batch.iter().flat_map(|e| &e.deliveries).collect();
     conn.transaction(|conn| {
-        diesel::insert_into(events::table)
-            .values(event)
-            .execute(conn)?;
-        // Multi-row inserts do not compile through the MultiConnection enum,
-        // so each backend gets its own (identical) statement.
-        if !rows.is_empty() {
-            match conn {
-                DbConn::Sqlite(c) => diesel::insert_into(deliveries::table)
-                    .values(rows)
-                    .execute(c)?,
-                DbConn::Mysql(c) => diesel::insert_into(deliveries::table)
-                    .values(rows)
-                    .execute(c)?,
-            };
+        // Bounded chunks keep each statement under the backends' limits on
+        // bound parameters.
+        for chunk in events.chunks(200) {
+            let chunk: Vec<EventRow> = chunk.iter().map(|e| (*e).clone()).collect();
+            on_backend!(conn, |c| diesel::insert_into(events::table)
+                .values(&chunk)
+                .execute(c))?;
+        }
+        for chunk in rows.chunks(200) {
+            let chunk: Vec<DeliveryRow> = chunk.iter().map(|r| (*r).clone()).collect();
+            on_backend!(conn, |c| diesel::insert_into(deliveries::table)
+                .values(&chunk)
+                .execute(c))?;
         }
         Ok(())
     })
@@ -40,26 +66,41 @@ pub struct AttemptOutcome {
     pub delivered_at: Option<i64>,
 }
 
-/// Records one attempt and its effect on the delivery, atomically.
-pub fn record_attempt(
+/// Records attempts and their effect on their deliveries, all in one
+/// transaction, in order.
+pub fn record_attempts(
     conn: &mut DbConn,
-    attempt: &AttemptRow,
-    outcome: &AttemptOutcome,
+    batch: &[(AttemptRow, AttemptOutcome)],
 ) -> QueryResult<()> {
     conn.transaction(|conn| {
-        diesel::insert_into(delivery_attempts::table)
-            .values(attempt)
-            .execute(conn)?;
-        diesel::update(deliveries::table.find(&attempt.delivery_id))
-            .set((
-                deliveries::status.eq(outcome.status),
-                deliveries::attempts.eq(attempt.attempt),
-                deliveries::next_attempt_at.eq(outcome.next_attempt_at),
-                deliveries::last_status_code.eq(attempt.status_code),
-                deliveries::last_error.eq(&attempt.error),
-                deliveries::delivered_at.eq(outcome.delivered_at),
-            ))
-            .execute(conn)?;
+        for chunk in batch.chunks(200) {
+            let rows: Vec<AttemptRow> = chunk.iter().map(|(a, _)| a.clone()).collect();
+            on_backend!(conn, |c| diesel::insert_into(delivery_attempts::table)
+                .values(&rows)
+                .execute(c))?;
+        }
+        for (attempt, outcome) in batch {
+            let done = outcome.status != status::PENDING;
+            diesel::update(deliveries::table.find(&attempt.delivery_id))
+                .set((
+                    deliveries::status.eq(outcome.status),
+                    deliveries::attempts.eq(attempt.attempt),
+                    deliveries::next_attempt_at.eq(outcome.next_attempt_at),
+                    deliveries::last_status_code.eq(attempt.status_code),
+                    deliveries::last_error.eq(&attempt.error),
+                    deliveries::delivered_at.eq(outcome.delivered_at),
+                ))
+                .execute(conn)?;
+            if done {
+                // A finished delivery is nobody's work any more.
+                diesel::update(deliveries::table.find(&attempt.delivery_id))
+                    .set((
+                        deliveries::lease_owner.eq(None::<String>),
+                        deliveries::lease_until.eq(None::<i64>),
+                    ))
+                    .execute(conn)?;
+            }
+        }
         Ok(())
     })
 }
@@ -67,21 +108,206 @@ pub fn record_attempt(
 /// A pending delivery with the body it carries.
 pub type PendingDelivery = (DeliveryRow, String);
 
-/// Every pending delivery, in the order the events were accepted.
-pub fn pending(conn: &mut DbConn) -> QueryResult<Vec<PendingDelivery>> {
+/// Claims up to `limit` pending deliveries nobody holds: unowned, with a
+/// lapsed lease, or (at start, `reclaim_own`) held by this instance's
+/// previous run. Returns them with their bodies, oldest first, so per-channel
+/// order can be rebuilt. On MySQL the scan walks `deliveries_due` with
+/// `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each
+/// other nor take the same row.
+pub fn claim(
+    conn: &mut DbConn,
+    owner: &str,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+    reclaim_own: bool,
+) -> QueryResult<Vec<PendingDelivery>> {
+    conn.transaction(|conn| {
+        let claimable = deliveries::lease_until
+            .is_null()
+            .or(deliveries::lease_until.lt(now))
+            .or(deliveries::lease_owner
+                .eq(owner)
+                .and(reclaim_own.into_sql::<diesel::sql_types::Bool>()));
+        let base = deliveries::table
+            .filter(deliveries::status.eq(status::PENDING))
+            .filter(claimable)
+            .order(deliveries::next_attempt_at)
+            .select(deliveries::id)
+            .limit(limit);
+        let ids: Vec<String> = match conn {
+            DbConn::Mysql(c) => base.for_update().skip_locked().load(c)?,
+            DbConn::Sqlite(c) => base.load(c)?,
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        diesel::update(deliveries::table.filter(deliveries::id.eq_any(&ids)))
+            .set((
+                deliveries::lease_owner.eq(owner),
+                deliveries::lease_until.eq(now + lease_ms),
+            ))
+            .execute(conn)?;
+        deliveries::table
+            .inner_join(events::table)
+            .filter(deliveries::id.eq_any(&ids))
+            .order((deliveries::created_at, deliveries::id))
+            .select((DeliveryRow::as_select(), events::payload))
+            .load(conn)
+    })
+}
+
+/// Extends the leases of every pending delivery `owner` holds.
+pub fn renew_leases(conn: &mut DbConn, owner: &str, until: i64) -> QueryResult<usize> {
+    diesel::update(
+        deliveries::table
+            .filter(deliveries::status.eq(status::PENDING))
+            .filter(deliveries::lease_owner.eq(owner)),
+    )
+    .set(deliveries::lease_until.eq(until))
+    .execute(conn)
+}
+
+/// Gives back every pending delivery `owner` holds (at a clean stop), so
+/// whichever instance runs next takes them at once.
+pub fn release_leases(conn: &mut DbConn, owner: &str) -> QueryResult<usize> {
+    diesel::update(
+        deliveries::table
+            .filter(deliveries::status.eq(status::PENDING))
+            .filter(deliveries::lease_owner.eq(owner)),
+    )
+    .set((
+        deliveries::lease_owner.eq(None::<String>),
+        deliveries::lease_until.eq(None::<i64>),
+    ))
+    .execute(conn)
+}
+
+/// The pending deliveries of one webhook, with bodies, oldest first, leased
+/// to `owner` (used when a webhook is enabled again).
+pub fn take_pending_of_webhook(
+    conn: &mut DbConn,
+    webhook_id: &str,
+    owner: &str,
+    until: i64,
+) -> QueryResult<Vec<PendingDelivery>> {
+    conn.transaction(|conn| {
+        diesel::update(
+            deliveries::table
+                .filter(deliveries::status.eq(status::PENDING))
+                .filter(deliveries::webhook_id.eq(webhook_id)),
+        )
+        .set((
+            deliveries::lease_owner.eq(owner),
+            deliveries::lease_until.eq(until),
+        ))
+        .execute(conn)?;
+        deliveries::table
+            .inner_join(events::table)
+            .filter(deliveries::status.eq(status::PENDING))
+            .filter(deliveries::webhook_id.eq(webhook_id))
+            .order((deliveries::created_at, deliveries::id))
+            .select((DeliveryRow::as_select(), events::payload))
+            .load(conn)
+    })
+}
+
+/// Puts deliveries of a webhook back to pending, due now, leased to
+/// `owner`; returns them with bodies, oldest first. Only deliveries that are
+/// not already pending are touched.
+pub fn requeue(
+    conn: &mut DbConn,
+    webhook_id: &str,
+    ids: &[String],
+    owner: &str,
+    now: i64,
+    until: i64,
+) -> QueryResult<Vec<PendingDelivery>> {
+    conn.transaction(|conn| {
+        let mut taken = Vec::new();
+        for chunk in ids.chunks(500) {
+            let n = diesel::update(
+                deliveries::table
+                    .filter(deliveries::webhook_id.eq(webhook_id))
+                    .filter(deliveries::id.eq_any(chunk))
+                    .filter(deliveries::status.ne(status::PENDING)),
+            )
+            .set((
+                deliveries::status.eq(status::PENDING),
+                deliveries::next_attempt_at.eq(now),
+                deliveries::delivered_at.eq(None::<i64>),
+                deliveries::lease_owner.eq(owner),
+                deliveries::lease_until.eq(until),
+            ))
+            .execute(conn)?;
+            if n > 0 {
+                taken.extend(
+                    deliveries::table
+                        .inner_join(events::table)
+                        .filter(deliveries::id.eq_any(chunk))
+                        .filter(deliveries::lease_owner.eq(owner))
+                        .filter(deliveries::next_attempt_at.eq(now))
+                        .filter(deliveries::status.eq(status::PENDING))
+                        .select((DeliveryRow::as_select(), events::payload))
+                        .load::<PendingDelivery>(conn)?,
+                );
+            }
+        }
+        taken.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
+        Ok(taken)
+    })
+}
+
+/// Ids of a webhook's failed deliveries created at or after `since`.
+pub fn failed_since(conn: &mut DbConn, webhook_id: &str, since: i64) -> QueryResult<Vec<String>> {
     deliveries::table
-        .inner_join(events::table)
-        .filter(deliveries::status.eq(status::PENDING))
+        .filter(deliveries::webhook_id.eq(webhook_id))
+        .filter(deliveries::created_at.ge(since))
+        .filter(deliveries::status.eq(status::FAILED))
         .order((deliveries::created_at, deliveries::id))
-        .select((DeliveryRow::as_select(), events::payload))
+        .select(deliveries::id)
         .load(conn)
 }
 
-/// One delivery by id.
-pub fn find(conn: &mut DbConn, id: &str) -> QueryResult<Option<DeliveryRow>> {
+/// A delivery as the log shows it: the row and its event's name.
+pub type LoggedDelivery = (DeliveryRow, String);
+
+/// One page of a webhook's deliveries, newest first, with the total count.
+pub fn page(
+    conn: &mut DbConn,
+    webhook_id: &str,
+    status_filter: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<LoggedDelivery>, i64)> {
+    let mut count = deliveries::table
+        .filter(deliveries::webhook_id.eq(webhook_id))
+        .into_boxed();
+    let mut rows = deliveries::table
+        .inner_join(events::table)
+        .filter(deliveries::webhook_id.eq(webhook_id))
+        .into_boxed();
+    if let Some(s) = status_filter {
+        count = count.filter(deliveries::status.eq(s));
+        rows = rows.filter(deliveries::status.eq(s));
+    }
+    let total = count.count().get_result(conn)?;
+    let data = rows
+        .order((deliveries::created_at.desc(), deliveries::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select((DeliveryRow::as_select(), events::event))
+        .load(conn)?;
+    Ok((data, total))
+}
+
+/// One delivery of a webhook with its event's name.
+pub fn find(conn: &mut DbConn, webhook_id: &str, id: &str) -> QueryResult<Option<LoggedDelivery>> {
     deliveries::table
-        .find(id)
-        .select(DeliveryRow::as_select())
+        .inner_join(events::table)
+        .filter(deliveries::webhook_id.eq(webhook_id))
+        .filter(deliveries::id.eq(id))
+        .select((DeliveryRow::as_select(), events::event))
         .first(conn)
         .optional()
 }
@@ -93,4 +319,55 @@ pub fn attempts(conn: &mut DbConn, delivery_id: &str) -> QueryResult<Vec<Attempt
         .order(delivery_attempts::attempt)
         .select(AttemptRow::as_select())
         .load(conn)
+}
+
+/// When the webhook last had a delivery succeed, if it ever did (and the
+/// record is still kept).
+pub fn last_success(conn: &mut DbConn, webhook_id: &str) -> QueryResult<Option<i64>> {
+    deliveries::table
+        .filter(deliveries::webhook_id.eq(webhook_id))
+        .filter(deliveries::status.eq(status::SUCCEEDED))
+        .select(diesel::dsl::max(deliveries::delivered_at))
+        .first(conn)
+}
+
+/// Deletes up to `limit` succeeded deliveries created before `before`, with
+/// their attempts; returns how many went.
+pub fn prune_succeeded(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let ids: Vec<String> = deliveries::table
+            .filter(deliveries::status.eq(status::SUCCEEDED))
+            .filter(deliveries::created_at.lt(before))
+            .select(deliveries::id)
+            .limit(limit)
+            .load(conn)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        diesel::delete(
+            delivery_attempts::table.filter(delivery_attempts::delivery_id.eq_any(&ids)),
+        )
+        .execute(conn)?;
+        diesel::delete(deliveries::table.filter(deliveries::id.eq_any(&ids))).execute(conn)
+    })
+}
+
+/// Deletes up to `limit` events created before `before` that no delivery
+/// refers to any more; returns how many went.
+pub fn prune_events(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let referenced = deliveries::table
+            .filter(deliveries::event_id.eq(events::id))
+            .select(deliveries::id);
+        let ids: Vec<String> = events::table
+            .filter(events::created_at.lt(before))
+            .filter(diesel::dsl::not(diesel::dsl::exists(referenced)))
+            .select(events::id)
+            .limit(limit)
+            .load(conn)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        diesel::delete(events::table.filter(events::id.eq_any(&ids))).execute(conn)
+    })
 }

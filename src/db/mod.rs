@@ -100,7 +100,7 @@ pub fn open(url: &DatabaseUrl) -> Result<Pool, OpenError> {
     let pool = r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(10))
+        .connection_timeout(Duration::from_secs(3))
         .build(Manager { url: url.clone() })?;
     let mut conn = pool.get()?;
     run_migrations(&mut conn).map_err(|e| OpenError::Migrate(e.to_string()))?;

@@ -1,0 +1,115 @@
+//! The janitor owns retention: it prunes succeeded deliveries (with their
+//! attempts) and then events no delivery refers to, once they are older than
+//! BROKER_RETENTION. It works in small batches, each its own short
+//! transaction on the blocking pool, with a pause between them, so it never
+//! holds locks that delivery or ingest would wait on. Pending and failed
+//! deliveries are never pruned: they are work, or evidence, not history.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::db::{self, now_ms, Pool};
+use crate::error::BrokerError;
+
+/// Rows per pruning transaction.
+const BATCH: i64 = 500;
+/// The pause between two batches.
+const PAUSE: Duration = Duration::from_millis(20);
+/// How often retention runs.
+const EVERY: Duration = Duration::from_secs(600);
+
+/// The janitor actor.
+pub struct Janitor {
+    pool: Pool,
+    retention: Duration,
+    running: bool,
+}
+
+impl Janitor {
+    /// A janitor keeping `retention` of history.
+    pub fn new(pool: Pool, retention: Duration) -> Self {
+        Janitor {
+            pool,
+            retention,
+            running: false,
+        }
+    }
+
+    fn prune(&mut self) -> ResponseActFuture<Self, Result<Pruned, BrokerError>> {
+        if self.running {
+            return Box::pin(fut::ready(Ok(Pruned::default())));
+        }
+        self.running = true;
+        let pool = self.pool.clone();
+        let before = now_ms() - self.retention.as_millis() as i64;
+        let work = actix_web::web::block(move || {
+            let mut pruned = Pruned::default();
+            loop {
+                let n = db::deliveries::prune_succeeded(&mut *pool.get()?, before, BATCH)?;
+                pruned.deliveries += n;
+                if (n as i64) < BATCH {
+                    break;
+                }
+                std::thread::sleep(PAUSE);
+            }
+            loop {
+                let n = db::deliveries::prune_events(&mut *pool.get()?, before, BATCH)?;
+                pruned.events += n;
+                if (n as i64) < BATCH {
+                    break;
+                }
+                std::thread::sleep(PAUSE);
+            }
+            Ok::<_, BrokerError>(pruned)
+        });
+        Box::pin(work.into_actor(self).map(|res, act, _| {
+            act.running = false;
+            let pruned = res??;
+            if pruned.deliveries + pruned.events > 0 {
+                log::info!(
+                    "retention pruned {} deliveries and {} events",
+                    pruned.deliveries,
+                    pruned.events
+                );
+            }
+            Ok(pruned)
+        }))
+    }
+}
+
+impl Actor for Janitor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(EVERY, |act, ctx| {
+            ctx.spawn(act.prune().map(|res, _, _| {
+                if let Err(e) = res {
+                    log::warn!("retention could not prune: {e}");
+                }
+            }));
+        });
+    }
+}
+
+/// What one pruning pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Succeeded deliveries (with their attempts).
+    pub deliveries: usize,
+    /// Events left without deliveries.
+    pub events: usize,
+}
+
+/// Prunes now (also runs every ten minutes on its own).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Pruned, BrokerError>")]
+pub struct PruneNow;
+
+impl Handler<PruneNow> for Janitor {
+    type Result = ResponseActFuture<Self, Result<Pruned, BrokerError>>;
+
+    fn handle(&mut self, _: PruneNow, _: &mut Self::Context) -> Self::Result {
+        self.prune()
+    }
+}
