@@ -275,13 +275,50 @@ impl Received {
     }
 }
 
-/// A local HTTP receiver that records what arrives and answers with scripted
-/// statuses (then 204).
+/// How a receiver answers one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: format!("answered {status}"),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Answer {
+        self.body = body.into();
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+}
+
+type Responder = Arc<dyn Fn(&Received, usize) -> Answer + Send + Sync>;
+
+/// A local HTTP receiver that records what arrives and answers as told:
+/// scripted statuses, or a function of the request and its arrival number.
 #[derive(Clone)]
 pub struct Receiver {
     pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<u16>>>,
 }
 
 impl Receiver {
@@ -291,19 +328,35 @@ impl Receiver {
 
     /// Answers the first requests with `statuses`, in order, then 204.
     pub fn start_scripted(statuses: &[u16]) -> Receiver {
-        let got = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(
             statuses.iter().copied().collect::<VecDeque<_>>(),
         ));
+        Self::start_with(move |_, _| {
+            let code = script.lock().unwrap().pop_front().unwrap_or(204);
+            let answer = Answer::status(code);
+            if (300..400).contains(&code) {
+                answer.header("Location", "/redirected")
+            } else {
+                answer
+            }
+        })
+    }
+
+    /// Answers each request with `respond(request, arrival number from 0)`.
+    pub fn start_with(
+        respond: impl Fn(&Received, usize) -> Answer + Send + Sync + 'static,
+    ) -> Receiver {
+        let respond: Responder = Arc::new(respond);
+        let got = Arc::new(Mutex::new(Vec::new()));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (g, s) = (got.clone(), script.clone());
+        let g = got.clone();
         let server = HttpServer::new(move || {
-            let (g, s) = (g.clone(), s.clone());
+            let (g, respond) = (g.clone(), respond.clone());
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let (g, s) = (g.clone(), s.clone());
+                let (g, respond) = (g.clone(), respond.clone());
                 async move {
-                    g.lock().unwrap().push(Received {
+                    let received = Received {
                         path: req.path().to_owned(),
                         headers: req
                             .headers()
@@ -312,13 +365,21 @@ impl Receiver {
                             .collect(),
                         body: body.to_vec(),
                         at: Instant::now(),
-                    });
-                    let code = s.lock().unwrap().pop_front().unwrap_or(204);
-                    let mut res = HttpResponse::build(StatusCode::from_u16(code).unwrap());
-                    if (300..400).contains(&code) {
-                        res.insert_header(("Location", "/redirected"));
+                    };
+                    let answer = {
+                        let mut g = g.lock().unwrap();
+                        let n = g.len();
+                        g.push(received.clone());
+                        respond(&received, n)
+                    };
+                    if !answer.delay.is_zero() {
+                        actix_web::rt::time::sleep(answer.delay).await;
                     }
-                    res.body(format!("answered {code}"))
+                    let mut res = HttpResponse::build(StatusCode::from_u16(answer.status).unwrap());
+                    for (k, v) in &answer.headers {
+                        res.insert_header((k.as_str(), v.as_str()));
+                    }
+                    res.body(answer.body)
                 }
             }))
         })
@@ -330,7 +391,6 @@ impl Receiver {
         Receiver {
             url: format!("http://127.0.0.1:{port}/hook"),
             got,
-            script,
         }
     }
 
