@@ -96,6 +96,7 @@ impl Broker {
         let policy = Arc::new(DeliveryPolicy {
             retry_schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
+            allow_private_targets: config.allow_private_targets,
         });
         let recorder = Recorder::new(pool.clone()).start();
         let janitor = Janitor::new(pool.clone(), config.retention).start();

@@ -41,6 +41,9 @@ pub struct DeliveryPolicy {
     pub retry_schedule: Vec<Duration>,
     /// How long one attempt may take.
     pub timeout: Duration,
+    /// BROKER_ALLOW_PRIVATE_TARGETS: whether a target may resolve to a
+    /// private, loopback or link-local address.
+    pub allow_private_targets: bool,
 }
 
 /// One delivery due to the actor's webhook.

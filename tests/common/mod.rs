@@ -1,6 +1,7 @@
 //! Shared test harness: the real broker on port 0 over a real SQLite file or
 //! a real MariaDB database of its own, and a recording receiver.
 #![allow(dead_code)]
+pub mod daemon;
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
