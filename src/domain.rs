@@ -247,7 +247,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (seg[0] & 0xfe00) == 0xfc00 // unique-local fc00::/7
         || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
-        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation 2001:db8::/32
+        || (seg[0] == 0x3fff && seg[1] & 0xf000 == 0) // documentation 3fff::/20 (RFC 9637)
+        || (seg[0] == 0x2001 && seg[1] == 0x0002 && seg[2] == 0) // benchmarking 2001:2::/48
+        || seg[..4] == [0x0100, 0, 0, 0] // discard-only 100::/64
         || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64
         || seg[0] == 0x2002 // 6to4
         || seg[..5] == [0, 0, 0, 0, 0]; // IPv4-mapped ::ffff:0:0/96 and -compatible ::/96
@@ -383,8 +386,47 @@ mod tests {
     }
 
     #[test]
+    fn reserved_ranges_fail_the_ip_policy() {
+        for ip in [
+            "255.255.255.255", // broadcast
+            "198.18.0.1",      // benchmarking
+            "198.19.255.254",
+            "192.0.0.8", // IETF protocol assignments
+            "192.0.2.1", // documentation
+            "198.51.100.7",
+            "203.0.113.9",
+            "240.0.0.1", // reserved
+            "224.0.0.251",
+            "100.127.255.255", // CGNAT
+            "169.254.169.254",
+            "2001:db8::1",
+            "3fff::1",
+            "3fff:fff:ffff::1",
+            "2001:2::1",
+            "100::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "2002:a00:1::1",
+        ] {
+            assert!(!is_public_ip(ip.parse().unwrap()), "{ip} passed");
+        }
+    }
+
+    #[test]
     fn public_addresses_pass_the_ip_policy() {
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "198.20.0.1",
+            "2001:4860::8888",
+            "3ffe::1",
+            "3fff:1000::1",
+            "2001:3::1",
+            "101::1",
+        ] {
             assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
         }
     }

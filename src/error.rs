@@ -108,6 +108,7 @@ impl From<DomainError> for BrokerError {
 impl From<diesel::result::Error> for BrokerError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
+        crate::metrics::metrics().database_errors.inc();
         match e {
             Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
@@ -133,6 +134,7 @@ impl From<diesel::result::Error> for BrokerError {
 
 impl From<diesel::r2d2::PoolError> for BrokerError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
+        crate::metrics::metrics().database_errors.inc();
         log::warn!("no database connection: {e}");
         BrokerError::Unavailable("the database is unreachable; try again".into())
     }

@@ -7,13 +7,17 @@
 
 pub mod actors;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod policy;
 pub mod signature;
+pub mod ssrf;
 pub mod startup;
+pub mod systemd;
 
 pub use actors::dispatcher::{ChannelEvent, EventAccepted};
 pub use config::Config;

@@ -211,6 +211,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = actix_web::rt::spawn(self.server);
+        crate::systemd::ready();
+        let watchdog = crate::systemd::watchdog_interval().map(|every| {
+            let api = self.broker.api.clone();
+            actix_web::rt::spawn(async move {
+                loop {
+                    actix_web::rt::time::sleep(every).await;
+                    match api::health::actors_alive(&api, every).await {
+                        Ok(()) => crate::systemd::watchdog(),
+                        Err(why) => log::error!("withholding the watchdog ping: {why}"),
+                    }
+                }
+            })
+        });
         let stop = Box::pin(stop_signal());
         match futures_util::future::select(server, stop).await {
             futures_util::future::Either::Left((ended, _)) => {
@@ -218,11 +231,15 @@ impl Application {
             }
             futures_util::future::Either::Right((signal, server)) => {
                 log::info!("{signal}: stopping; in-flight work has {:?}", self.grace);
+                crate::systemd::stopping();
                 handle.stop(true).await;
                 let _ = server.await;
             }
         }
         self.broker.shutdown(self.grace).await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ use super::registry::{DeliveryFailed, DeliveryTarget, DisableWebhook, Registry};
 use crate::db::deliveries::AttemptOutcome;
 use crate::db::models::{status, AttemptRow};
 use crate::db::now_ms;
+use crate::metrics::{metrics, OutcomeLabel};
 use crate::policy::{self, Verdict};
 use crate::signature;
 
@@ -69,15 +70,6 @@ impl DeliveryJob {
     }
 }
 
-thread_local! {
-    // awc's client is not `Send`: one per arbiter thread, shared by every
-    // delivery actor on it so connections are pooled and kept alive.
-    static CLIENT: awc::Client = awc::Client::builder()
-        .disable_redirects()
-        .no_default_headers()
-        .finish();
-}
-
 /// The jobs of one channel, oldest first; only the first is ever active.
 #[derive(Default)]
 struct ChannelQueue {
@@ -107,10 +99,13 @@ impl WebhookDelivery {
         recorder: Addr<Recorder>,
         registry: Addr<Registry>,
     ) -> Self {
+        // One SSRF-guarded client per arbiter thread, shared by every
+        // delivery actor on it so connections are pooled and kept alive.
+        let client = crate::ssrf::delivery_client(policy.allow_private_targets);
         WebhookDelivery {
             target,
             policy,
-            client: CLIENT.with(Clone::clone),
+            client,
             recorder,
             registry,
             channels: HashMap::new(),
@@ -127,6 +122,7 @@ impl WebhookDelivery {
         if !self.held.insert(job.delivery_id.clone()) {
             return;
         }
+        metrics().deliveries_pending.inc();
         match job.channel_id.clone() {
             None => self.schedule(job, ctx),
             Some(channel) => {
@@ -156,7 +152,9 @@ impl WebhookDelivery {
 
     /// A job is finished (succeeded or failed for good): let its channel go on.
     fn release(&mut self, job: &DeliveryJob, ctx: &mut Context<Self>) {
-        self.held.remove(&job.delivery_id);
+        if self.held.remove(&job.delivery_id) {
+            metrics().deliveries_pending.dec();
+        }
         if let Some(channel) = &job.channel_id {
             if let Some(queue) = self.channels.get_mut(channel) {
                 queue.jobs.remove(&job.order_key());
@@ -184,6 +182,7 @@ impl WebhookDelivery {
             return;
         }
         self.in_flight += 1;
+        metrics().deliveries_in_flight.inc();
         let timestamp = now_ms() / 1000;
         let keys: Vec<&[u8]> = self.target.signing_keys.iter().map(Vec::as_slice).collect();
         let signature = signature::signature_header(&keys, &job.delivery_id, timestamp, &job.body);
@@ -231,6 +230,7 @@ impl WebhookDelivery {
         };
         ctx.spawn(send.into_actor(self).map(move |sent, act, ctx| {
             act.in_flight -= 1;
+            metrics().deliveries_in_flight.dec();
             act.finish(job, started_at, clock.elapsed(), sent, ctx);
             if act.draining && act.in_flight == 0 {
                 for tx in act.drained.drain(..) {
@@ -287,6 +287,16 @@ impl WebhookDelivery {
                 delivered_at: None,
             },
         };
+        let label = match verdict {
+            Verdict::Succeeded => "succeeded",
+            Verdict::Retry(_) | Verdict::Gone => "retried",
+            Verdict::Failed => "failed",
+        };
+        metrics()
+            .delivery_outcomes
+            .get_or_create(&OutcomeLabel { outcome: label })
+            .inc();
+        metrics().attempt_duration.observe(took.as_secs_f64());
         log::debug!(
             "delivery {} to webhook {} attempt {attempt_no}: {verdict:?}",
             job.delivery_id,
@@ -335,12 +345,25 @@ struct Sent {
     response_body: Option<String>,
 }
 
+/// At most `max` bytes of `bytes` as text, cut at a character boundary so
+/// the kept part is only what the receiver sent.
 fn truncate_utf8(bytes: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
+    let text = String::from_utf8_lossy(bytes);
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 impl Actor for WebhookDelivery {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // What it held stays pending in the database, but not here.
+        metrics().deliveries_pending.dec_by(self.held.len() as i64);
+        metrics().deliveries_in_flight.dec_by(self.in_flight as i64);
+    }
 }
 
 /// Takes a delivery; it is attempted when due and when its channel's
@@ -395,5 +418,20 @@ impl Handler<Drain> for WebhookDelivery {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_utf8;
+
+    #[test]
+    fn a_kept_response_body_is_cut_at_a_character_boundary() {
+        let euro = "€".repeat(3333);
+        let kept = truncate_utf8(euro.as_bytes(), 4096);
+        assert!(kept.len() <= 4096);
+        assert_eq!(kept.len(), 4095);
+        assert!(kept.chars().all(|c| c == '€'));
+        assert_eq!(truncate_utf8(b"short", 4096), "short");
     }
 }

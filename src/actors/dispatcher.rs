@@ -207,6 +207,14 @@ impl Dispatcher {
             // accepted, which is what keeps each channel in order.
             for (reply, result) in answers {
                 let answer = result.map(|(new, targets)| {
+                    if let Ok(kind) = EventKind::parse(&new.event.event) {
+                        crate::metrics::metrics()
+                            .events_ingested
+                            .get_or_create(&crate::metrics::EventLabel {
+                                event: kind.as_str(),
+                            })
+                            .inc();
+                    }
                     let body = Bytes::from(new.event.payload);
                     let accepted = EventAccepted {
                         id: new.event.id,
@@ -655,4 +663,15 @@ impl Handler<Shutdown> for Dispatcher {
             act.actors.clear();
         }))
     }
+}
+
+/// Answers at once: a liveness probe for `/readyz` and the systemd watchdog.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }

@@ -78,6 +78,7 @@ impl Recorder {
                     act.flush(ctx);
                 }
                 Ok((batch, Err(e))) => {
+                    crate::metrics::metrics().database_errors.inc();
                     act.failures += 1;
                     let pause = backoff(act.failures);
                     log::warn!(

@@ -11,7 +11,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::db::models::{AppRow, WebhookRow};
 use crate::db::{self, now_ms, Pool};
@@ -161,22 +160,9 @@ impl Snapshot {
     }
 }
 
-/// The SHA-256 of an API key, hex: what is stored and looked up.
-pub fn hash_api_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn generate_api_key() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "wbk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
+/// The SHA-256 of an API key, hex: what is stored and looked up. Keys are
+/// made, hashed and stored by [`db::apps::create`].
+pub use crate::db::apps::hash_api_key;
 
 /// The registry actor.
 pub struct Registry {
@@ -187,6 +173,8 @@ pub struct Registry {
     by_app: HashMap<String, BTreeSet<String>>,
     changes: Recipient<WebhookChanged>,
     disable_after: std::time::Duration,
+    /// How many webhooks are disabled, for the gauge.
+    disabled: usize,
 }
 
 impl Registry {
@@ -206,6 +194,7 @@ impl Registry {
             by_app: HashMap::new(),
             changes,
             disable_after,
+            disabled: 0,
         };
         for row in snapshot.apps {
             registry.key_hashes.insert(row.api_key_hash, row.id.clone());
@@ -238,15 +227,28 @@ impl Registry {
             .entry(webhook.app_id.clone())
             .or_default()
             .insert(webhook.id.clone());
-        self.webhooks.insert(webhook.id.clone(), webhook);
+        let disabled = webhook.status == WebhookStatus::Disabled;
+        if let Some(old) = self.webhooks.insert(webhook.id.clone(), webhook) {
+            self.disabled -= usize::from(old.status == WebhookStatus::Disabled);
+        }
+        self.disabled += usize::from(disabled);
+        self.publish_counts();
     }
 
     fn forget(&mut self, id: &str) {
         if let Some(w) = self.webhooks.remove(id) {
+            self.disabled -= usize::from(w.status == WebhookStatus::Disabled);
             if let Some(ids) = self.by_app.get_mut(&w.app_id) {
                 ids.remove(id);
             }
         }
+        self.publish_counts();
+    }
+
+    fn publish_counts(&self) {
+        let m = crate::metrics::metrics();
+        m.webhooks_registered.set(self.webhooks.len() as i64);
+        m.webhooks_disabled.set(self.disabled as i64);
     }
 
     /// The webhook if it belongs to `app_id`; another app's id is as good as
@@ -331,14 +333,8 @@ impl Handler<CreateApp> for Registry {
     type Result = Result<CreatedApp, BrokerError>;
 
     fn handle(&mut self, msg: CreateApp, _: &mut Self::Context) -> Self::Result {
-        let api_key = generate_api_key();
-        let row = AppRow {
-            id: db::new_id("app"),
-            name: msg.name,
-            api_key_hash: hash_api_key(&api_key),
-            created_at: now_ms(),
-        };
-        db::apps::insert(&mut *self.conn()?, &row)?;
+        // The same function as `webhook-broker apps create`.
+        let db::apps::NewApp { row, api_key } = db::apps::create(&mut *self.conn()?, msg.name)?;
         let app = App {
             id: row.id.clone(),
             name: row.name,

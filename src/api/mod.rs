@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod deliveries;
+pub mod health;
 pub mod webhooks;
 
 use actix::Addr;
@@ -47,7 +48,9 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
             )
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
-            .route("/healthz", web::get().to(healthz))
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(health::metrics))
             .service(
                 web::scope("/v1")
                     .wrap(actix_web::middleware::from_fn(auth::authenticate))
@@ -102,10 +105,6 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
                     .default_service(web::to(not_found)),
             );
     }
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// The JSON answer to a path no route serves.

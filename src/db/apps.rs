@@ -1,10 +1,74 @@
-//! Queries on `apps`.
+//! Queries on `apps`, and the one way an app comes to be: [`create`], used
+//! by both `POST /v1/apps` (through the registry) and `webhook-broker apps
+//! create`.
 
 use diesel::prelude::*;
+use sha2::{Digest, Sha256};
 
 use super::models::AppRow;
 use super::schema::apps;
-use super::DbConn;
+use super::{new_id, now_ms, DbConn};
+
+/// The longest app name, in characters.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// An app name as it is stored: trimmed, 1 to [`MAX_NAME_CHARS`]
+/// characters; `None` when it breaks that rule.
+pub fn normalize_name(raw: &str) -> Option<String> {
+    let name = raw.trim();
+    (!name.is_empty() && name.chars().count() <= MAX_NAME_CHARS).then(|| name.to_owned())
+}
+
+/// The SHA-256 of an API key, hex: what is stored and looked up.
+pub fn hash_api_key(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new API key: `wbk_` and 32 random bytes, base64url.
+pub fn generate_api_key() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "wbk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// A stored app and its API key in clear, which exists only here: the
+/// database keeps its hash.
+pub struct NewApp {
+    /// The stored row.
+    pub row: AppRow,
+    /// The API key, to show once.
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for NewApp {
+    // The key must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApp")
+            .field("id", &self.row.id)
+            .field("name", &self.row.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates an app named `name` (already checked with [`normalize_name`]):
+/// a new `app_` id, a new API key, and a row holding the key's hash.
+pub fn create(conn: &mut DbConn, name: String) -> QueryResult<NewApp> {
+    let api_key = generate_api_key();
+    let row = AppRow {
+        id: new_id("app"),
+        name,
+        api_key_hash: hash_api_key(&api_key),
+        created_at: now_ms(),
+    };
+    insert(conn, &row)?;
+    Ok(NewApp { row, api_key })
+}
 
 /// Stores a new app.
 pub fn insert(conn: &mut DbConn, app: &AppRow) -> QueryResult<()> {
@@ -20,4 +84,31 @@ pub fn all(conn: &mut DbConn) -> QueryResult<Vec<AppRow>> {
         .order(apps::id)
         .select(AppRow::as_select())
         .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fresh_and_stored_only_as_their_hash() {
+        let (a, b) = (generate_api_key(), generate_api_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with("wbk_") && a.len() == 4 + 43);
+        let hash = hash_api_key(&a);
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&a[4..]));
+        assert_eq!(
+            hash_api_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(normalize_name("  shop ").as_deref(), Some("shop"));
+        assert_eq!(normalize_name("   "), None);
+        assert!(normalize_name(&"é".repeat(255)).is_some());
+        assert_eq!(normalize_name(&"x".repeat(256)), None);
+    }
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
-use diesel::r2d2::{self, ManageConnection, R2D2Connection};
+pub use diesel::r2d2::R2D2Connection;
+use diesel::r2d2::{self, ManageConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, ConnectionError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -127,4 +128,61 @@ pub fn now_ms() -> i64 {
 /// that ids sort by creation.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// A connection was made and `SELECT 1` answered.
+    Answered,
+    /// The SQLite file does not exist yet; its directory does, and the
+    /// daemon will create the file.
+    WillBeCreated,
+}
+
+/// Why [`check`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// No connection could be made.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] ConnectionError),
+    /// The connection was made but the database did not answer.
+    #[error("the database does not answer: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// The SQLite file's directory is missing (or not a directory).
+    #[error("the directory `{0}` of the SQLite file does not exist")]
+    NoDirectory(String),
+}
+
+/// Whether the database answers: one connection and a `SELECT 1`, with no
+/// migration, no pool and nothing written. A missing SQLite file is not
+/// created (only its directory is checked).
+pub fn check(url: &DatabaseUrl) -> Result<Checked, CheckError> {
+    use diesel::prelude::*;
+    let mut conn = match url {
+        DatabaseUrl::Sqlite(path) => {
+            let file = std::path::Path::new(path);
+            if !file.exists() {
+                let dir = match file.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => std::path::Path::new("."),
+                };
+                if !dir.is_dir() {
+                    return Err(CheckError::NoDirectory(dir.display().to_string()));
+                }
+                return Ok(Checked::WillBeCreated);
+            }
+            let mut conn = SqliteConnection::establish(path)?;
+            // SQLite opens lazily: reading the schema proves the file is a
+            // database, which `SELECT 1` alone would not.
+            diesel::sql_query("SELECT count(*) FROM sqlite_master").execute(&mut conn)?;
+            DbConn::Sqlite(conn)
+        }
+        DatabaseUrl::Mysql(url) => DbConn::Mysql(MysqlConnection::establish(url)?),
+    };
+    // Literal SQL: a bound value through the multi-connection panics in
+    // Diesel's MySQL backend.
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+        .get_result::<i32>(&mut conn)?;
+    Ok(Checked::Answered)
 }

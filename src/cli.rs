@@ -1,0 +1,294 @@
+//! The command line of the `webhook-broker` binary: `serve` (the default),
+//! `migrate`, `apps create NAME`, `apps list` and `check-config`, one
+//! function each. Every command reads the same configuration as the daemon
+//! (the environment and `./.env`); an invalid value exits with status 2 and
+//! names its variable, a database that cannot be used exits with status 1.
+//! Only `serve` logs at `info` by default; the others print their result on
+//! stdout and keep stderr for warnings and errors.
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{Config, ConfigError, DatabaseUrl};
+use crate::db;
+use crate::Application;
+
+const AFTER_HELP: &str = "\
+Configuration comes from the environment and from a .env file in the working
+directory: DATABASE_URL, BROKER_BIND, BROKER_ADMIN_TOKEN and the other
+BROKER_* variables listed in the README.
+
+Exit status: 0 on success, 1 when the database cannot be used (or the daemon
+fails), 2 for an invalid setting or a usage error.";
+
+const RESTART_NOTE: &str = "\
+The app is written straight to the database. A daemon that is already
+running on that database loads apps only when it starts, so it accepts the
+new key only after a restart; to add an app to a running daemon without a
+restart, use POST /v1/apps with the admin token instead.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "webhook-broker", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// What to do; `serve` when none is given.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// A command.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM or SIGINT (the default)
+    Serve,
+    /// Apply pending database migrations, then exit
+    Migrate,
+    /// Create and list apps (tenants) directly in the database
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Check the configuration and that the database answers, then exit
+    CheckConfig,
+}
+
+/// `apps` commands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum AppsCommand {
+    /// Create an app and print {"id", "name", "apiKey"} as JSON; the key is shown only this once
+    #[command(after_help = RESTART_NOTE)]
+    Create {
+        /// Display name, 1 to 255 characters
+        name: String,
+    },
+    /// Print every app as a JSON array of {"id", "name", "createdAt"} (never keys)
+    List,
+}
+
+/// Why a command failed: the line for stderr and the exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit status.
+    pub code: u8,
+    /// What to print on stderr.
+    pub message: String,
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure {
+            code: 2,
+            message: format!("webhook-broker: {e}"),
+        }
+    }
+}
+
+impl Failure {
+    fn usage(message: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 2,
+            message: format!("webhook-broker: {message}"),
+        }
+    }
+
+    fn database(url: &DatabaseUrl, e: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
+            message: format!("webhook-broker: DATABASE_URL ({}): {e}", url.redacted()),
+        }
+    }
+}
+
+/// Runs a parsed command line: reads `.env`, sets up logging, dispatches.
+pub fn run(cli: Cli) -> ExitCode {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // A missing .env is normal; a malformed one is worth knowing about.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("webhook-broker: cannot read .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    // env_logger writes to stderr; the one-shot commands only show warnings
+    // unless RUST_LOG asks for more.
+    let default_level = if command == Command::Serve {
+        "info"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+
+    let result = match command {
+        Command::Serve => serve(),
+        Command::Migrate => migrate(),
+        Command::Apps(AppsCommand::Create { name }) => apps_create(&name),
+        Command::Apps(AppsCommand::List) => apps_list(),
+        Command::CheckConfig => check_config(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// `serve`: the daemon, until SIGINT or SIGTERM.
+pub fn serve() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    if config.admin_token_generated {
+        // Printed, not logged: it is shown once, on this process's stderr.
+        eprintln!(
+            "WARNING: BROKER_ADMIN_TOKEN is not set; generated an admin token for this run only:\n\
+             BROKER_ADMIN_TOKEN={}\n\
+             Set BROKER_ADMIN_TOKEN to keep a stable token across restarts.",
+            config.admin_token
+        );
+    }
+    log::info!(
+        "starting webhook-broker {} with {}",
+        env!("CARGO_PKG_VERSION"),
+        config.database_url.redacted()
+    );
+
+    actix_web::rt::System::new()
+        .block_on(async move {
+            let app = Application::build(config).await?;
+            app.run_until_stopped().await?;
+            log::info!("stopped");
+            Ok(())
+        })
+        // As a `main` returning `anyhow::Result` would report it.
+        .map_err(|e: anyhow::Error| Failure {
+            code: 1,
+            message: format!("Error: {e:?}"),
+        })
+}
+
+/// `migrate`: brings the schema up to date.
+pub fn migrate() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    open(&config.database_url)?;
+    println!(
+        "OK: the schema of {} is up to date",
+        config.database_url.redacted()
+    );
+    Ok(())
+}
+
+/// `apps create NAME`: the same creation as `POST /v1/apps`
+/// ([`db::apps::create`]); prints the id, name and API key as JSON.
+pub fn apps_create(name: &str) -> Result<(), Failure> {
+    let name = db::apps::normalize_name(name).ok_or_else(|| {
+        Failure::usage(format!(
+            "the app name must be 1 to {} characters",
+            db::apps::MAX_NAME_CHARS
+        ))
+    })?;
+    let config = Config::from_env()?;
+    let url = &config.database_url;
+    let pool = open(url)?;
+    let mut conn = pool.get().map_err(|e| Failure::database(url, e))?;
+    let created = db::apps::create(&mut conn, name).map_err(|e| Failure::database(url, e))?;
+    let out = json!({
+        "id": created.row.id,
+        "name": created.row.name,
+        "apiKey": created.api_key,
+    });
+    println!("{out:#}");
+    Ok(())
+}
+
+/// `apps list`: every app's id, name and creation time (epoch ms), as JSON.
+pub fn apps_list() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    let url = &config.database_url;
+    let pool = open(url)?;
+    let mut conn = pool.get().map_err(|e| Failure::database(url, e))?;
+    let apps = db::apps::all(&mut conn).map_err(|e| Failure::database(url, e))?;
+    let out: Vec<_> = apps
+        .into_iter()
+        .map(|a| json!({ "id": a.id, "name": a.name, "createdAt": a.created_at }))
+        .collect();
+    println!("{:#}", serde_json::Value::Array(out));
+    Ok(())
+}
+
+/// How long `check-config` waits for the database (a server that drops
+/// packets would otherwise hold it for the system's TCP timeout).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `check-config`: the configuration as `serve` reads it, and one
+/// connection to the database (no migration, nothing written); a one-line
+/// summary on success. The admin token is never shown.
+pub fn check_config() -> Result<(), Failure> {
+    let config = Config::from_env()?;
+    if config.admin_token_generated {
+        eprintln!(
+            "warning: BROKER_ADMIN_TOKEN is not set; `serve` will generate a new admin token \
+             at every start (allowed only because BROKER_BIND {} is a loopback address)",
+            config.bind
+        );
+    }
+    let url = config.database_url.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(db::check(&url));
+    });
+    let checked = match rx.recv_timeout(CHECK_TIMEOUT) {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(e)) => return Err(Failure::database(&config.database_url, e)),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            return Err(Failure::database(
+                &config.database_url,
+                format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+            ))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(Failure::database(
+                &config.database_url,
+                "the check failed unexpectedly",
+            ))
+        }
+    };
+    let database = match checked {
+        db::Checked::Answered => "answers",
+        db::Checked::WillBeCreated => "will be created at the first start",
+    };
+    println!(
+        "OK: database {} {database}; bind {}",
+        config.database_url.redacted(),
+        config.bind
+    );
+    Ok(())
+}
+
+fn open(url: &DatabaseUrl) -> Result<db::Pool, Failure> {
+    db::open(url).map_err(|e| Failure::database(url, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_command_means_serve() {
+        assert_eq!(Cli::parse_from(["webhook-broker"]).command, None);
+        assert_eq!(
+            Cli::parse_from(["webhook-broker", "apps", "create", "shop"]).command,
+            Some(Command::Apps(AppsCommand::Create {
+                name: "shop".into()
+            }))
+        );
+    }
+}

@@ -1,0 +1,426 @@
+//! The real binary's command line: `--help`, `--version`, `migrate`,
+//! `apps create` / `apps list` (on SQLite and MariaDB, with the key working
+//! against a daemon on the same database) and `check-config`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel::SqliteConnection;
+use serde_json::Value;
+use webhook_broker::config::DatabaseUrl;
+use webhook_broker::db::apps::hash_api_key;
+
+const BIN: &str = env!("CARGO_BIN_EXE_webhook-broker");
+
+/// The binary with `args`, in `dir`, with only PATH and `env` set (so no
+/// `.env` of the repository is read).
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs a command to its end: (exit code, stdout, stderr).
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command(dir, args, env).output().expect("binary runs");
+    (
+        status.code().expect("exited, not killed"),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// A temp dir holding `broker.db`, and the DATABASE_URL naming it.
+fn sqlite_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("broker.db").to_string_lossy().into_owned();
+    (dir, url)
+}
+
+fn database_url(db: &common::TestDb) -> String {
+    match &db.url {
+        DatabaseUrl::Sqlite(path) => path.clone(),
+        DatabaseUrl::Mysql(url) => url.clone(),
+    }
+}
+
+/// `serve` on a free port; killed when dropped.
+struct Serve {
+    child: Child,
+    port: u16,
+}
+
+impl Serve {
+    fn start(dir: &Path, database_url: &str) -> Serve {
+        let mut cmd = command(
+            dir,
+            &["serve"],
+            &[
+                ("DATABASE_URL", database_url),
+                ("BROKER_BIND", "127.0.0.1:0"),
+                ("BROKER_ADMIN_TOKEN", common::ADMIN_TOKEN),
+            ],
+        );
+        cmd.stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("daemon starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let port = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains("listening on") => {
+                    break line.rsplit(':').next().unwrap().trim().parse().unwrap()
+                }
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("the daemon never listened; stderr: {seen:#?}")
+                }
+            }
+        };
+        Serve { child, port }
+    }
+
+    /// A blocking HTTP/1.1 GET with a bearer token: (status, body).
+    fn get(&self, path: &str, token: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `apps create NAME`: the printed JSON, checked for shape and for the key
+/// appearing nowhere but stdout.
+fn create_app(dir: &Path, url: &str, name: &str) -> (String, String) {
+    let (code, stdout, stderr) = run(dir, &["apps", "create", name], &[("DATABASE_URL", url)]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let created: Value = serde_json::from_str(&stdout).expect("stdout is JSON only");
+    let keys: Vec<&str> = created
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["id", "name", "apiKey"], "{stdout}");
+    assert_eq!(created["name"], name.trim());
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = created["apiKey"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("app_"), "{id}");
+    assert!(key.starts_with("wbk_") && key.len() > 40, "{key}");
+    assert!(!stderr.contains(&key), "the key leaked to stderr: {stderr}");
+    (id, key)
+}
+
+/// `apps list`: the printed array, checked to hold no secret.
+fn list_apps(dir: &Path, url: &str, secrets: &[&str]) -> Vec<Value> {
+    let (code, stdout, stderr) = run(dir, &["apps", "list"], &[("DATABASE_URL", url)]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    for secret in secrets {
+        assert!(
+            !stdout.contains(secret),
+            "apps list shows a secret: {stdout}"
+        );
+        assert!(
+            !stderr.contains(secret),
+            "apps list logs a secret: {stderr}"
+        );
+    }
+    assert!(!stdout.contains("wbk_"), "{stdout}");
+    let apps: Value = serde_json::from_str(&stdout).expect("stdout is JSON only");
+    let apps = apps.as_array().expect("a JSON array").clone();
+    for app in &apps {
+        let keys: Vec<&str> = app
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["id", "name", "createdAt"], "{app}");
+        assert!(app["createdAt"].as_i64().unwrap() > 0);
+    }
+    apps
+}
+
+#[test]
+fn help_lists_the_commands_and_version_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = run(dir.path(), &["--help"], &[]);
+    assert_eq!(code, 0);
+    for command in ["serve", "migrate", "apps", "check-config", "DATABASE_URL"] {
+        assert!(stdout.contains(command), "no {command} in:\n{stdout}");
+    }
+    let (code, stdout, _) = run(dir.path(), &["apps", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("create") && stdout.contains("list"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(dir.path(), &["apps", "create", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("restart"), "{stdout}");
+
+    let (code, stdout, _) = run(dir.path(), &["--version"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("webhook-broker {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let (code, _, stderr) = run(dir.path(), &["no-such-command"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!dir.path().join("webhook-broker.db").exists());
+}
+
+#[derive(QueryableByName)]
+struct TableName {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[test]
+fn migrate_creates_the_tables() {
+    let (dir, url) = sqlite_dir();
+    let (code, stdout, stderr) = run(dir.path(), &["migrate"], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
+    assert!(stdout.starts_with("OK"), "{stdout}");
+    assert!(
+        !stderr.contains("INFO"),
+        "no info logs by default: {stderr}"
+    );
+
+    let mut conn = SqliteConnection::establish(&url).unwrap();
+    let tables: Vec<String> =
+        diesel::sql_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .load::<TableName>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+    for table in [
+        "apps",
+        "webhooks",
+        "events",
+        "deliveries",
+        "delivery_attempts",
+    ] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+    // Again: nothing left to do, still fine.
+    let (code, _, stderr) = run(dir.path(), &["migrate"], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn an_app_created_on_the_command_line_works_against_the_daemon() {
+    let (dir, url) = sqlite_dir();
+    let (id, key) = create_app(dir.path(), &url, "  shop  ");
+
+    // Stored as POST /v1/apps stores it: the hash, never the key.
+    let mut conn = SqliteConnection::establish(&url).unwrap();
+    use webhook_broker::db::schema::apps;
+    let (name, hash): (String, String) = apps::table
+        .filter(apps::id.eq(&id))
+        .select((apps::name, apps::api_key_hash))
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(name, "shop");
+    assert_eq!(hash, hash_api_key(&key));
+    drop(conn);
+
+    let apps = list_apps(dir.path(), &url, &[&key, &hash]);
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["id"], id.as_str());
+    assert_eq!(apps[0]["name"], "shop");
+
+    let serve = Serve::start(dir.path(), &url);
+    let (status, body) = serve.get("/v1/webhook", &key);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = serve.get("/v1/webhook", "wbk_not-a-key");
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn a_bad_app_name_is_refused() {
+    let (dir, url) = sqlite_dir();
+    for name in ["   ", &"x".repeat(256)] {
+        let (code, stdout, stderr) = run(
+            dir.path(),
+            &["apps", "create", name],
+            &[("DATABASE_URL", &url)],
+        );
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains("name"), "{stderr}");
+    }
+    assert!(list_apps(dir.path(), &url, &[]).is_empty());
+}
+
+#[test]
+fn check_config_accepts_a_good_sqlite_configuration() {
+    let (dir, url) = sqlite_dir();
+    // Before the file exists: fine, and the check does not create it.
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        !Path::new(&url).exists(),
+        "check-config created the database"
+    );
+    // No admin token on loopback: a warning, and no token shown.
+    assert!(stderr.contains("BROKER_ADMIN_TOKEN"), "{stderr}");
+    assert!(!stdout.contains("adm_") && !stderr.contains("adm_"));
+
+    let (code, _, stderr) = run(dir.path(), &["migrate"], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        &["check-config"],
+        &[
+            ("DATABASE_URL", &url),
+            ("BROKER_BIND", "127.0.0.1:9999"),
+            ("BROKER_ADMIN_TOKEN", common::ADMIN_TOKEN),
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("OK"), "{stdout}");
+    assert!(stdout.contains(&format!("sqlite://{url}")), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:9999"), "{stdout}");
+    assert!(stderr.is_empty(), "no warnings: {stderr}");
+    assert!(!stdout.contains(common::ADMIN_TOKEN));
+
+    // A file that is not a database fails the check.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let (code, _, stderr) = run(
+        dir.path(),
+        &["check-config"],
+        &[("DATABASE_URL", junk.to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[test]
+fn check_config_fails_on_an_invalid_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("BROKER_RETRY_SCHEDULE", "5s,soon"),
+        ("BROKER_BIND", "not-an-address"),
+        ("DATABASE_URL", "postgres://x@y/z"),
+        ("BROKER_BIND", "0.0.0.0:8080"), // public bind without an admin token
+    ] {
+        let (code, stdout, stderr) = run(dir.path(), &["check-config"], &[(var, value)]);
+        assert_eq!(code, 2, "{var}={value}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+    // The other commands refuse the same way.
+    for args in [
+        &["migrate"][..],
+        &["apps", "list"],
+        &["apps", "create", "x"],
+    ] {
+        let (code, _, stderr) = run(dir.path(), args, &[("BROKER_DELIVERY_TIMEOUT", "fast")]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("BROKER_DELIVERY_TIMEOUT"), "{stderr}");
+    }
+    assert!(!dir.path().join("webhook-broker.db").exists());
+}
+
+#[test]
+fn check_config_fails_on_an_unreachable_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "mysql://root@127.0.0.1:1/x",
+        "mysql://root:hunter2@127.0.0.1:1/x",
+    ] {
+        let (code, stdout, stderr) = run(dir.path(), &["check-config"], &[("DATABASE_URL", url)]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+        assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "the password shows: {stderr}");
+    }
+    let missing = dir.path().join("no/such/dir/broker.db");
+    let (code, _, stderr) = run(
+        dir.path(),
+        &["check-config"],
+        &[("DATABASE_URL", missing.to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(!dir.path().join("mysql:").exists());
+}
+
+#[test]
+fn apps_are_created_and_listed_on_mariadb() {
+    let Some(db) = common::TestDb::new(common::Store::Mysql) else {
+        return;
+    };
+    let url = database_url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+
+    let (id, key) = create_app(dir.path(), &url, "maria");
+    let apps = list_apps(dir.path(), &url, &[&key, &hash_api_key(&key)]);
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["id"], id.as_str());
+
+    let serve = Serve::start(dir.path(), &url);
+    let (status, body) = serve.get("/v1/webhook", &key);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !dir.path().join("webhook-broker.db").exists(),
+        "no SQLite file on MySQL"
+    );
+}
