@@ -95,6 +95,8 @@ pub struct Config {
     pub instance_id: String,
     /// BROKER_LEASE: how long a claim on pending deliveries lasts unrenewed.
     pub lease: Duration,
+    /// BROKER_SECRET_GRACE: how long a rotated-out secret keeps signing.
+    pub secret_grace: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -114,6 +116,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("instance_id", &self.instance_id)
             .field("lease", &self.lease)
+            .field("secret_grace", &self.secret_grace)
             .finish()
     }
 }
@@ -258,6 +261,11 @@ impl Config {
             Duration::from_secs(30),
             Duration::from_secs(1),
         )?;
+        let secret_grace = duration(
+            "BROKER_SECRET_GRACE",
+            Duration::from_secs(86_400),
+            Duration::ZERO,
+        )?;
         let instance_id = match var("BROKER_INSTANCE_ID") {
             Some(id) if id.len() <= 64 => id.trim().to_owned(),
             Some(_) => return Err(err("BROKER_INSTANCE_ID", "must be at most 64 characters")),
@@ -265,6 +273,7 @@ impl Config {
         };
 
         Ok(Config {
+            secret_grace,
             disable_after,
             retention,
             shutdown_grace,
@@ -388,6 +397,7 @@ mod tests {
         assert_eq!(c.disable_after, Duration::from_secs(5 * 86_400));
         assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.secret_grace, Duration::from_secs(86_400));
         assert!(c.instance_id.ends_with(":8080"));
     }
 
@@ -440,6 +450,7 @@ mod tests {
             ("BROKER_RETENTION", "1s"),
             ("BROKER_SHUTDOWN_GRACE", "-1s"),
             ("BROKER_LEASE", "0s"),
+            ("BROKER_SECRET_GRACE", "tomorrow"),
         ] {
             let e = config(&[(var, value)])
                 .err()

@@ -75,6 +75,7 @@ impl Broker {
         let changes = dispatcher_ctx.address().recipient();
         let snapshot = Mutex::new(Some(snapshot));
         let disable_after = config.disable_after;
+        let secret_grace = config.secret_grace;
         let registry_pool = pool.clone();
         let registry = SyncArbiter::start(1, move || {
             let snapshot = snapshot
@@ -87,6 +88,7 @@ impl Broker {
                 snapshot,
                 changes.clone(),
                 disable_after,
+                secret_grace,
             )
         });
 

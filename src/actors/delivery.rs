@@ -184,7 +184,7 @@ impl WebhookDelivery {
         self.in_flight += 1;
         metrics().deliveries_in_flight.inc();
         let timestamp = now_ms() / 1000;
-        let keys: Vec<&[u8]> = self.target.signing_keys.iter().map(Vec::as_slice).collect();
+        let keys = self.target.keys_at(now_ms());
         let signature = signature::signature_header(&keys, &job.delivery_id, timestamp, &job.body);
         let request = self
             .client

@@ -71,6 +71,8 @@ pub struct Webhook {
     pub created_at: i64,
     /// Last change, epoch ms.
     pub updated_at: i64,
+    /// The secret before the last rotation and when it stops signing.
+    pub previous_secret: Option<(String, i64)>,
 }
 
 impl Webhook {
@@ -86,6 +88,8 @@ impl Webhook {
             disabled_at: self.disabled_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            previous_secret: self.previous_secret.as_ref().map(|(s, _)| s.clone()),
+            previous_secret_expires_at: self.previous_secret.as_ref().map(|(_, t)| *t),
         }
     }
 
@@ -110,6 +114,7 @@ impl Webhook {
             disabled_at: row.disabled_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            previous_secret: row.previous_secret.zip(row.previous_secret_expires_at),
         })
     }
 
@@ -118,7 +123,11 @@ impl Webhook {
         Arc::new(DeliveryTarget {
             webhook_id: self.id.clone(),
             url: self.uri.url().clone(),
-            signing_keys: vec![signature::signing_key(&self.secret)],
+            signing_key: signature::signing_key(&self.secret),
+            previous_key: self
+                .previous_secret
+                .as_ref()
+                .map(|(s, until)| (signature::signing_key(s), *until)),
         })
     }
 }
@@ -130,8 +139,25 @@ pub struct DeliveryTarget {
     pub webhook_id: String,
     /// The URL to POST to.
     pub url: url::Url,
-    /// HMAC keys to sign with (more than one during a secret rotation).
-    pub signing_keys: Vec<Vec<u8>>,
+    /// The HMAC key of the current secret.
+    pub signing_key: Vec<u8>,
+    /// The key of the secret before a rotation, and until when (epoch ms)
+    /// it still signs.
+    pub previous_key: Option<(Vec<u8>, i64)>,
+}
+
+impl DeliveryTarget {
+    /// The keys that sign an attempt made at `now_ms`: the current one, and
+    /// the previous one while its grace lasts.
+    pub fn keys_at(&self, now_ms: i64) -> Vec<&[u8]> {
+        let mut keys = vec![self.signing_key.as_slice()];
+        if let Some((key, until)) = &self.previous_key {
+            if now_ms < *until {
+                keys.push(key.as_slice());
+            }
+        }
+        keys
+    }
 }
 
 impl std::fmt::Debug for DeliveryTarget {
@@ -175,6 +201,8 @@ pub struct Registry {
     disable_after: std::time::Duration,
     /// How many webhooks are disabled, for the gauge.
     disabled: usize,
+    /// BROKER_SECRET_GRACE.
+    secret_grace: std::time::Duration,
 }
 
 impl Registry {
@@ -185,6 +213,7 @@ impl Registry {
         snapshot: Snapshot,
         changes: Recipient<WebhookChanged>,
         disable_after: std::time::Duration,
+        secret_grace: std::time::Duration,
     ) -> Self {
         let mut registry = Registry {
             pool,
@@ -195,6 +224,7 @@ impl Registry {
             changes,
             disable_after,
             disabled: 0,
+            secret_grace,
         };
         for row in snapshot.apps {
             registry.key_hashes.insert(row.api_key_hash, row.id.clone());
@@ -405,6 +435,7 @@ impl Handler<CreateWebhook> for Registry {
             disabled_at: None,
             created_at: now,
             updated_at: now,
+            previous_secret: None,
         };
         db::webhooks::insert(&mut *self.conn()?, &webhook.to_row())?;
         self.remember(webhook.clone());
@@ -714,5 +745,36 @@ impl Handler<DeliveryFailed> for Registry {
                 log::error!("could not disable webhook {}: {e}", msg.webhook_id);
             }
         }
+    }
+}
+
+/// Gives a webhook a new secret; the old one keeps signing for
+/// BROKER_SECRET_GRACE. Answers the new secret.
+#[derive(Message)]
+#[rtype(result = "Result<String, BrokerError>")]
+pub struct RotateSecret {
+    /// The asking app.
+    pub app_id: String,
+    /// The webhook.
+    pub id: String,
+}
+
+impl Handler<RotateSecret> for Registry {
+    type Result = Result<String, BrokerError>;
+
+    fn handle(&mut self, msg: RotateSecret, _: &mut Self::Context) -> Self::Result {
+        let mut webhook = self.owned(&msg.app_id, &msg.id)?.clone();
+        let now = now_ms();
+        let until = now.saturating_add(self.secret_grace.as_millis() as i64);
+        let old = std::mem::replace(&mut webhook.secret, signature::generate_secret());
+        webhook.previous_secret = Some((old, until));
+        webhook.updated_at = now;
+        db::webhooks::update(&mut *self.conn()?, &webhook.to_row())?;
+        if webhook.status == WebhookStatus::Enabled {
+            self.announce(&webhook.id, Some(webhook.target()));
+        }
+        let secret = webhook.secret.clone();
+        self.remember(webhook);
+        Ok(secret)
     }
 }

@@ -83,6 +83,11 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
                             .default_service(web::to(method_not_allowed)),
                     )
                     .service(
+                        web::resource("/webhook/{webhook_id}/secret/rotate")
+                            .route(web::post().to(webhooks::rotate_secret))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .service(
                         web::resource("/webhook/{webhook_id}/deliveries")
                             .route(web::get().to(deliveries::list))
                             .default_service(web::to(method_not_allowed)),

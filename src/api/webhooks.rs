@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use super::auth::AppAuth;
 use super::ApiState;
 use crate::actors::registry::{
-    CreateWebhook, DeleteWebhook, GetSecret, GetWebhook, ListWebhooks, UpdateWebhook, Webhook,
-    WebhookStatus,
+    CreateWebhook, DeleteWebhook, GetSecret, GetWebhook, ListWebhooks, RotateSecret, UpdateWebhook,
+    Webhook, WebhookStatus,
 };
 use crate::domain::{EventSet, WebhookUri};
 use crate::error::BrokerError;
@@ -250,6 +250,23 @@ pub async fn secret(
     let secret = state
         .registry
         .send(GetSecret {
+            app_id: app.0,
+            id: id.into_inner(),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({ "secret": secret })))
+}
+
+/// `POST /v1/webhook/{id}/secret/rotate`: a new secret; the previous one
+/// keeps signing, beside it, for BROKER_SECRET_GRACE.
+pub async fn rotate_secret(
+    app: AppAuth,
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, BrokerError> {
+    let secret = state
+        .registry
+        .send(RotateSecret {
             app_id: app.0,
             id: id.into_inner(),
         })

@@ -30,6 +30,10 @@ pub struct WebhookRow {
     pub disabled_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The secret before the last rotation, still signing until it expires.
+    pub previous_secret: Option<String>,
+    /// When `previous_secret` stops signing, epoch ms.
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 /// An accepted event with the exact body every webhook receives.

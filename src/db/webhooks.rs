@@ -25,6 +25,8 @@ pub fn update(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<usize> {
             webhooks::disabled_reason.eq(&row.disabled_reason),
             webhooks::disabled_at.eq(row.disabled_at),
             webhooks::updated_at.eq(row.updated_at),
+            webhooks::previous_secret.eq(&row.previous_secret),
+            webhooks::previous_secret_expires_at.eq(row.previous_secret_expires_at),
         ))
         .execute(conn)
 }

@@ -1,0 +1,4 @@
+-- During a rotation the previous secret keeps signing until it expires.
+ALTER TABLE webhooks
+    ADD COLUMN previous_secret VARCHAR(128) NULL,
+    ADD COLUMN previous_secret_expires_at BIGINT NULL;
