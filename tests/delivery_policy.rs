@@ -336,7 +336,71 @@ async fn a_clean_stop_leaves_pending_work_released_for_the_next_run(store: Store
     assert_eq!(seqs, vec![1, 2, 3]);
 }
 
+async fn a_success_pruned_by_retention_still_counts_against_auto_disable(store: Store) {
+    let Some(db) = TestDb::new(store) else { return };
+    let app = TestApp::spawn_with(Arc::new(db), |c| {
+        c.retention = Duration::ZERO;
+        c.disable_after = Duration::from_secs(86_400);
+        c.retry_schedule = vec![];
+    })
+    .await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    let receiver = Receiver::start_with(move |_, _| {
+        Answer::status(if h.load(Ordering::SeqCst) { 204 } else { 500 })
+    });
+    let (app_id, key) = app.create_app("tv").await;
+    let id = app.create_webhook(&key, &receiver.url, json!("all")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The webhook is old; its one success is recent.
+    use webhook_broker::db::schema::webhooks;
+    diesel::update(webhooks::table.find(&id))
+        .set(webhooks::created_at.eq(0i64))
+        .execute(&mut *app.conn())
+        .unwrap();
+    app.send_event(&app_id, "channel_live", json!({})).await;
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let s: Vec<String> = deliveries::table
+                .select(deliveries::status)
+                .load(&mut *app.conn())
+                .unwrap();
+            s == vec!["succeeded".to_owned()]
+        })
+        .await
+    );
+    // Retention takes the history of that success away...
+    let pruned = app
+        .broker
+        .janitor
+        .send(webhook_broker::actors::janitor::PruneNow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pruned.deliveries, 1);
+
+    // ...and a delivery that now fails for good must not disable a webhook
+    // that succeeded a moment ago.
+    healthy.store(false, Ordering::SeqCst);
+    app.send_event(&app_id, "channel_live", json!({})).await;
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let s: Vec<String> = deliveries::table
+                .select(deliveries::status)
+                .load(&mut *app.conn())
+                .unwrap();
+            s == vec!["failed".to_owned()]
+        })
+        .await
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(webhook(&app, &key, &id).await["status"], "enabled");
+}
+
 on_both_stores!(
+    a_success_pruned_by_retention_still_counts_against_auto_disable,
     a_failing_delivery_holds_back_its_channel_but_not_others,
     a_delivery_that_fails_for_good_lets_its_channel_proceed,
     retry_after_on_429_sets_the_next_attempt,

@@ -266,22 +266,26 @@ impl WebhookDelivery {
         let now = now_ms();
         let outcome = match verdict {
             Verdict::Succeeded => AttemptOutcome {
+                webhook_id: self.target.webhook_id.clone(),
                 status: status::SUCCEEDED,
                 next_attempt_at: now,
                 delivered_at: Some(now),
             },
             Verdict::Retry(delay) => AttemptOutcome {
+                webhook_id: self.target.webhook_id.clone(),
                 status: status::PENDING,
                 next_attempt_at: now + delay.as_millis() as i64,
                 delivered_at: None,
             },
             Verdict::Failed => AttemptOutcome {
+                webhook_id: self.target.webhook_id.clone(),
                 status: status::FAILED,
                 next_attempt_at: now,
                 delivered_at: None,
             },
             // Kept pending, due at once, for when the webhook is enabled again.
             Verdict::Gone => AttemptOutcome {
+                webhook_id: self.target.webhook_id.clone(),
                 status: status::PENDING,
                 next_attempt_at: now,
                 delivered_at: None,

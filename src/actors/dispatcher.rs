@@ -261,6 +261,9 @@ impl Dispatcher {
                     break;
                 }
             }
+            // Claims come in batches by due time; a channel's queue needs its
+            // deliveries oldest first, whichever batch they came in.
+            all.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
             let mut ids: Vec<String> = all.iter().map(|(d, _)| d.webhook_id.clone()).collect();
             ids.sort();
             ids.dedup();

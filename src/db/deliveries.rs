@@ -8,7 +8,7 @@
 use diesel::prelude::*;
 
 use super::models::{status, AttemptRow, DeliveryRow, EventRow};
-use super::schema::{deliveries, delivery_attempts, events};
+use super::schema::{deliveries, delivery_attempts, events, webhooks};
 use super::DbConn;
 
 /// Runs the same Diesel expression on whichever backend `conn` is. Some
@@ -58,6 +58,8 @@ pub fn insert_events(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
 /// What an attempt changes on its delivery.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
+    /// The delivery's webhook (whose last success a success moves).
+    pub webhook_id: String,
     /// The new status: still pending (a retry is due), succeeded or failed.
     pub status: &'static str,
     /// When the next attempt is due, for a pending delivery.
@@ -75,9 +77,13 @@ pub fn record_attempts(
     conn.transaction(|conn| {
         for chunk in batch.chunks(200) {
             let rows: Vec<AttemptRow> = chunk.iter().map(|(a, _)| a.clone()).collect();
-            on_backend!(conn, |c| diesel::insert_into(delivery_attempts::table)
-                .values(&rows)
-                .execute(c))?;
+            // An attempt already recorded (the same delivery attempted by two
+            // holders, say) must not make the whole batch fail forever.
+            on_backend!(conn, |c| diesel::insert_or_ignore_into(
+                delivery_attempts::table
+            )
+            .values(&rows)
+            .execute(c))?;
         }
         for (attempt, outcome) in batch {
             let done = outcome.status != status::PENDING;
@@ -91,6 +97,17 @@ pub fn record_attempts(
                     deliveries::delivered_at.eq(outcome.delivered_at),
                 ))
                 .execute(conn)?;
+            if let Some(at) = outcome.delivered_at {
+                diesel::update(
+                    webhooks::table.find(&outcome.webhook_id).filter(
+                        webhooks::last_success_at
+                            .is_null()
+                            .or(webhooks::last_success_at.lt(at)),
+                    ),
+                )
+                .set(webhooks::last_success_at.eq(at))
+                .execute(conn)?;
+            }
             if done {
                 // A finished delivery is nobody's work any more.
                 diesel::update(deliveries::table.find(&attempt.delivery_id))
@@ -321,9 +338,19 @@ pub fn attempts(conn: &mut DbConn, delivery_id: &str) -> QueryResult<Vec<Attempt
         .load(conn)
 }
 
-/// When the webhook last had a delivery succeed, if it ever did (and the
-/// record is still kept).
+/// When the webhook last had a delivery succeed, if it ever did: kept on
+/// the webhook, so retention pruning the history does not change it.
 pub fn last_success(conn: &mut DbConn, webhook_id: &str) -> QueryResult<Option<i64>> {
+    let kept: Option<i64> = webhooks::table
+        .find(webhook_id)
+        .select(webhooks::last_success_at)
+        .first::<Option<i64>>(conn)
+        .optional()?
+        .flatten();
+    if kept.is_some() {
+        return Ok(kept);
+    }
+    // Successes recorded before the column existed.
     deliveries::table
         .filter(deliveries::webhook_id.eq(webhook_id))
         .filter(deliveries::status.eq(status::SUCCEEDED))

@@ -24,6 +24,7 @@ diesel::table! {
         updated_at -> BigInt,
         previous_secret -> Nullable<Text>,
         previous_secret_expires_at -> Nullable<BigInt>,
+        last_success_at -> Nullable<BigInt>,
     }
 }
 

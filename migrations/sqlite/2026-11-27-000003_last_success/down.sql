@@ -1,0 +1,2 @@
+DROP INDEX deliveries_by_event;
+ALTER TABLE webhooks DROP COLUMN last_success_at;
