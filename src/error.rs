@@ -4,7 +4,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::DomainError;
 
@@ -90,7 +91,41 @@ impl ResponseError for BrokerError {
         if let BrokerError::Unauthorized(_) = self {
             res.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        res.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        res.json(ErrorBody::new(self.code(), self.to_string()))
+    }
+}
+
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_uri", "message": "uri scheme must be http or https"}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The code and message of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable reason, e.g. `invalid_json`, `invalid_event`,
+    /// `invalid_uri`, `private_target`, `invalid_page`, `invalid_length`,
+    /// `invalid_query`, `invalid_channel`, `invalid_event_time`,
+    /// `invalid_name`, `invalid_status`, `invalid_since`, `invalid_body`,
+    /// `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `method_not_allowed`, `payload_too_large`, `unavailable`, `internal`.
+    pub code: String,
+    /// A human-readable explanation: what to fix.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with this code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
     }
 }
 

@@ -1,23 +1,63 @@
 //! Admin endpoints: creating apps and ingesting events over HTTP.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::auth::Admin;
+use super::openapi::EventName;
 use super::ApiState;
 use crate::actors::dispatcher::ChannelEvent;
 use crate::actors::registry::CreateApp;
 use crate::domain::EventKind;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, ErrorBody};
 
 /// `POST /v1/apps`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateAppBody {
+    /// Display name, 1 to 255 characters once surrounding spaces are trimmed.
+    #[schema(min_length = 1, max_length = 255, example = "demo")]
     name: String,
 }
 
+/// The answer of `POST /v1/apps`: the only one that shows the API key.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApp {
+    /// `app_...`.
+    #[schema(example = "app_019ac9f2b6d17c02a8e41f5b3c9d7e20")]
+    pub id: String,
+    /// The trimmed display name.
+    pub name: String,
+    /// The app's API key, `wbk_...`; the broker keeps only its SHA-256.
+    #[schema(example = "wbk_...")]
+    pub api_key: String,
+    /// Creation time, epoch milliseconds.
+    #[schema(format = Int64)]
+    pub created_at: i64,
+}
+
 /// Creates an app; its API key is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/apps",
+    operation_id = "createApp",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = CreateAppBody,
+    responses(
+        (status = 201, description = "The app, with its API key", body = CreatedApp),
+        (status = 400, description = "Malformed JSON or an invalid name", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "An app API key instead of the admin token", body = ErrorBody),
+        (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
+        (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn create_app(
     _: Admin,
     state: web::Data<ApiState>,
@@ -31,25 +71,62 @@ pub async fn create_app(
         ));
     }
     let created = state.registry.send(CreateApp { name }).await??;
-    Ok(HttpResponse::Created().json(json!({
-        "id": created.app.id,
-        "name": created.app.name,
-        "apiKey": created.api_key,
-        "createdAt": created.app.created_at,
-    })))
+    Ok(HttpResponse::Created().json(CreatedApp {
+        id: created.app.id,
+        name: created.app.name,
+        api_key: created.api_key,
+        created_at: created.app.created_at,
+    }))
 }
 
 /// `POST /v1/events`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestBody {
+    /// What happened to the channel (surrounding spaces are tolerated).
+    #[schema(value_type = EventName)]
     event: String,
+    /// The app the channel belongs to, `app_...`; an unknown app answers 422.
     app_id: String,
+    /// When it happened, epoch milliseconds (>= 0); defaults to now.
+    #[schema(value_type = Option<i64>, format = Int64, minimum = 0)]
     event_time: Option<i64>,
+    /// The channel's own fields, delivered as they are beside `event` and
+    /// `eventTime`; its `id`, if any, is recorded as the channel id.
+    #[schema(value_type = Object, example = json!({"id": "ch-42", "title": "Morning show"}))]
     channel: Value,
 }
 
+/// The answer of `POST /v1/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedEvent {
+    /// `evt_...`.
+    #[schema(example = "evt_019ac9f2c1a27f3e9b0d4c6e8a2f1b57")]
+    pub id: String,
+    /// How many webhooks it will be delivered to.
+    pub deliveries: usize,
+}
+
 /// Accepts a channel event; answers once it is durable.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "ingestEvent",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = IngestBody,
+    responses(
+        (status = 202, description = "The event and its deliveries are committed", body = AcceptedEvent),
+        (status = 400, description = "Malformed JSON, an unknown event, a channel that is not an object or a negative eventTime", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "An app API key instead of the admin token", body = ErrorBody),
+        (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
+        (status = 422, description = "A missing field, a wrong type or an unknown appId", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn ingest_event(
     _: Admin,
     state: web::Data<ApiState>,
@@ -78,8 +155,8 @@ pub async fn ingest_event(
             channel,
         })
         .await??;
-    Ok(HttpResponse::Accepted().json(json!({
-        "id": accepted.id,
-        "deliveries": accepted.deliveries,
-    })))
+    Ok(HttpResponse::Accepted().json(AcceptedEvent {
+        id: accepted.id,
+        deliveries: accepted.deliveries,
+    }))
 }

@@ -3,10 +3,11 @@
 //! (else 404), and a delivery id is only found under its own webhook.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AppAuth;
+use super::openapi::EventName;
 use super::webhooks::parse_page;
 use super::ApiState;
 use crate::actors::dispatcher::Requeue;
@@ -14,7 +15,7 @@ use crate::actors::registry::GetWebhook;
 use crate::db::deliveries::LoggedDelivery;
 use crate::db::models::{status, AttemptRow};
 use crate::db::{self, Pool};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, ErrorBody};
 
 async fn owned_webhook(state: &ApiState, app: AppAuth, id: String) -> Result<String, BrokerError> {
     let webhook = state
@@ -35,42 +36,224 @@ async fn query<T: Send + 'static>(
     .await?
 }
 
-fn view((row, event): &LoggedDelivery) -> Value {
-    json!({
-        "id": row.id,
-        "eventId": row.event_id,
-        "event": event,
-        "channelId": row.channel_id,
-        "status": row.status,
-        "attempts": row.attempts,
-        "lastStatusCode": row.last_status_code,
-        "lastError": row.last_error,
-        "nextAttemptAt": (row.status == status::PENDING).then_some(row.next_attempt_at),
-        "createdAt": row.created_at,
-        "deliveredAt": row.delivered_at,
-    })
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Succeeded,
+    /// Retries are exhausted, or the receiver refused it for good.
+    Failed,
 }
 
-fn attempt_view(a: &AttemptRow) -> Value {
-    json!({
-        "attempt": a.attempt,
-        "at": a.at,
-        "durationMs": a.duration_ms,
-        "statusCode": a.status_code,
-        "error": a.error,
-        "responseBody": a.response_body,
-    })
+/// One delivery of an event to a webhook, as listed. `GET` on one delivery
+/// answers the same fields, with `attempts` as the list of attempts
+/// (`DeliveryDetail`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `msg_...`, the `webhook-id` header of every attempt.
+    pub id: String,
+    /// The event delivered, `evt_...`.
+    pub event_id: String,
+    /// The event's name.
+    #[schema(value_type = EventName)]
+    pub event: String,
+    /// The channel's `id`, when it had one.
+    #[schema(required = true)]
+    pub channel_id: Option<String>,
+    /// Where the delivery stands.
+    #[schema(value_type = DeliveryStatus)]
+    pub status: String,
+    /// How many attempts were made.
+    pub attempts: i32,
+    /// The HTTP status of the last attempt, if it got one.
+    #[schema(required = true)]
+    pub last_status_code: Option<i32>,
+    /// Why the last attempt failed, if it did.
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    /// When the next attempt is due, epoch milliseconds; only while pending.
+    #[schema(required = true, format = Int64)]
+    pub next_attempt_at: Option<i64>,
+    /// Creation time, epoch milliseconds.
+    #[schema(format = Int64)]
+    pub created_at: i64,
+    /// When it succeeded, epoch milliseconds.
+    #[schema(required = true, format = Int64)]
+    pub delivered_at: Option<i64>,
+}
+
+/// One delivery with every attempt, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryDetail {
+    /// `msg_...`, the `webhook-id` header of every attempt.
+    pub id: String,
+    /// The event delivered, `evt_...`.
+    pub event_id: String,
+    /// The event's name.
+    #[schema(value_type = EventName)]
+    pub event: String,
+    /// The channel's `id`, when it had one.
+    #[schema(required = true)]
+    pub channel_id: Option<String>,
+    /// Where the delivery stands.
+    #[schema(value_type = DeliveryStatus)]
+    pub status: String,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// The HTTP status of the last attempt, if it got one.
+    #[schema(required = true)]
+    pub last_status_code: Option<i32>,
+    /// Why the last attempt failed, if it did.
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    /// When the next attempt is due, epoch milliseconds; only while pending.
+    #[schema(required = true, format = Int64)]
+    pub next_attempt_at: Option<i64>,
+    /// Creation time, epoch milliseconds.
+    #[schema(format = Int64)]
+    pub created_at: i64,
+    /// When it succeeded, epoch milliseconds.
+    #[schema(required = true, format = Int64)]
+    pub delivered_at: Option<i64>,
+}
+
+/// One HTTP attempt of a delivery.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// Its number, from 1.
+    pub attempt: i32,
+    /// When it started, epoch milliseconds.
+    #[schema(format = Int64)]
+    pub at: i64,
+    /// How long it took, in milliseconds.
+    #[schema(format = Int64)]
+    pub duration_ms: i64,
+    /// The receiver's HTTP status, if it answered.
+    #[schema(required = true)]
+    pub status_code: Option<i32>,
+    /// Why it failed, if it did.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// The start of the receiver's answer, capped.
+    #[schema(required = true)]
+    pub response_body: Option<String>,
+}
+
+fn view((row, event): &LoggedDelivery) -> Delivery {
+    Delivery {
+        id: row.id.clone(),
+        event_id: row.event_id.clone(),
+        event: event.clone(),
+        channel_id: row.channel_id.clone(),
+        status: row.status.clone(),
+        attempts: row.attempts,
+        last_status_code: row.last_status_code,
+        last_error: row.last_error.clone(),
+        next_attempt_at: (row.status == status::PENDING).then_some(row.next_attempt_at),
+        created_at: row.created_at,
+        delivered_at: row.delivered_at,
+    }
+}
+
+fn detail_view(delivery: &LoggedDelivery, attempts: &[AttemptRow]) -> DeliveryDetail {
+    let d = view(delivery);
+    DeliveryDetail {
+        id: d.id,
+        event_id: d.event_id,
+        event: d.event,
+        channel_id: d.channel_id,
+        status: d.status,
+        attempts: attempts.iter().map(attempt_view).collect(),
+        last_status_code: d.last_status_code,
+        last_error: d.last_error,
+        next_attempt_at: d.next_attempt_at,
+        created_at: d.created_at,
+        delivered_at: d.delivered_at,
+    }
+}
+
+fn attempt_view(a: &AttemptRow) -> Attempt {
+    Attempt {
+        attempt: a.attempt,
+        at: a.at,
+        duration_ms: a.duration_ms,
+        status_code: a.status_code,
+        error: a.error.clone(),
+        response_body: a.response_body.clone(),
+    }
+}
+
+/// A page of deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    /// This page's deliveries, newest first.
+    pub data: Vec<Delivery>,
+    /// How many deliveries match in all.
+    #[schema(format = Int64)]
+    pub total: i64,
+    /// How many deliveries are in this page.
+    pub length: usize,
+    /// The page number, from 0.
+    pub page: usize,
+}
+
+/// The answer of a retry: the delivery is pending again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryAccepted {
+    /// The delivery's id.
+    pub id: String,
+    /// Always `pending`.
+    #[schema(value_type = DeliveryStatus)]
+    pub status: &'static str,
+}
+
+/// The answer of a recovery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recovered {
+    /// How many failed deliveries were sent again.
+    pub requeued: usize,
 }
 
 /// `GET .../deliveries` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The page number, from 0 (default 0).
+    #[param(value_type = usize, required = false)]
     page: Option<String>,
+    /// Items per page, 1 to 100 (default 10).
+    #[param(value_type = u8, required = false, minimum = 1, maximum = 100)]
     length: Option<String>,
+    /// Keep only deliveries in this status.
+    #[param(value_type = DeliveryStatus, required = false)]
     status: Option<String>,
 }
 
 /// `GET /v1/webhook/{id}/deliveries?page&length&status`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook/{webhook_id}/deliveries",
+    operation_id = "listDeliveries",
+    tag = "deliveries",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`"), ListQuery),
+    responses(
+        (status = 200, description = "A page of the webhook's deliveries, newest first", body = DeliveryPage),
+        (status = 400, description = "An invalid page, length, status or query string", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -94,16 +277,36 @@ pub async fn list(
         db::deliveries::page(c, &webhook_id, filter.as_deref(), offset, length as i64)
     })
     .await?;
-    let data: Vec<Value> = rows.iter().map(view).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "data": data,
-        "total": total,
-        "length": data.len(),
-        "page": page,
-    })))
+    let data: Vec<Delivery> = rows.iter().map(view).collect();
+    Ok(HttpResponse::Ok().json(DeliveryPage {
+        total,
+        length: data.len(),
+        data,
+        page,
+    }))
 }
 
 /// `GET /v1/webhook/{id}/deliveries/{deliveryId}`: with every attempt.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook/{webhook_id}/deliveries/{delivery_id}",
+    operation_id = "getDelivery",
+    tag = "deliveries",
+    security(("app_key" = [])),
+    params(
+        ("webhook_id" = String, Path, description = "The webhook's id, `wh_...`"),
+        ("delivery_id" = String, Path, description = "The delivery's id, `msg_...`"),
+    ),
+    responses(
+        (status = 200, description = "The delivery with every attempt", body = DeliveryDetail),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app, or no such delivery under it", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -122,13 +325,32 @@ pub async fn get(
     let Some((delivery, attempts)) = found else {
         return Err(BrokerError::NotFound("delivery not found".into()));
     };
-    let mut v = view(&delivery);
-    v["attempts"] = Value::Array(attempts.iter().map(attempt_view).collect());
-    Ok(HttpResponse::Ok().json(v))
+    Ok(HttpResponse::Ok().json(detail_view(&delivery, &attempts)))
 }
 
 /// `POST /v1/webhook/{id}/deliveries/{deliveryId}/retry`: one more attempt
 /// now, same `webhook-id`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook/{webhook_id}/deliveries/{delivery_id}/retry",
+    operation_id = "retryDelivery",
+    tag = "deliveries",
+    security(("app_key" = [])),
+    params(
+        ("webhook_id" = String, Path, description = "The webhook's id, `wh_...`"),
+        ("delivery_id" = String, Path, description = "The delivery's id, `msg_...`"),
+    ),
+    responses(
+        (status = 202, description = "The delivery is pending again, due now", body = RetryAccepted),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app, or no such delivery under it", body = ErrorBody),
+        (status = 409, description = "The delivery is already pending", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn retry(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -154,17 +376,44 @@ pub async fn retry(
             delivery_ids: vec![delivery_id.clone()],
         })
         .await??;
-    Ok(HttpResponse::Accepted().json(json!({ "id": delivery_id, "status": status::PENDING })))
+    Ok(HttpResponse::Accepted().json(RetryAccepted {
+        id: delivery_id,
+        status: status::PENDING,
+    }))
 }
 
 /// `POST /v1/webhook/{id}/recover` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RecoverBody {
+    /// Send again every failed delivery created at or after this time,
+    /// epoch milliseconds (>= 0).
+    #[schema(format = Int64, minimum = 0, example = 1764324718000_i64)]
     since: i64,
 }
 
 /// `POST /v1/webhook/{id}/recover {"since"}`: every failed delivery created
 /// since then is sent again, in order per channel.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook/{webhook_id}/recover",
+    operation_id = "recoverWebhook",
+    tag = "deliveries",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
+    request_body = RecoverBody,
+    responses(
+        (status = 202, description = "The failed deliveries are pending again", body = Recovered),
+        (status = 400, description = "Malformed JSON or a negative since", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
+        (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn recover(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -195,5 +444,5 @@ pub async fn recover(
             })
             .await??
     };
-    Ok(HttpResponse::Accepted().json(json!({ "requeued": requeued })))
+    Ok(HttpResponse::Accepted().json(Recovered { requeued }))
 }

@@ -6,16 +6,17 @@ pub mod admin;
 pub mod auth;
 pub mod deliveries;
 pub mod health;
+pub mod openapi;
 pub mod webhooks;
 
 use actix::Addr;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, Resource};
 
 use crate::actors::dispatcher::Dispatcher;
 use crate::actors::registry::Registry;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, ErrorBody};
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -48,64 +49,52 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
             )
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
-            .route("/metrics", web::get().to(health::metrics))
+            .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+            .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+            .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
+            .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
             .service(
                 web::scope("/v1")
                     .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                    .service(resource("/apps", "POST").route(web::post().to(admin::create_app)))
+                    .service(resource("/events", "POST").route(web::post().to(admin::ingest_event)))
                     .service(
-                        web::resource("/apps")
-                            .route(web::post().to(admin::create_app))
-                            .default_service(web::to(method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/events")
-                            .route(web::post().to(admin::ingest_event))
-                            .default_service(web::to(method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/webhook")
+                        resource("/webhook", "GET, POST")
                             .route(web::post().to(webhooks::create))
-                            .route(web::get().to(webhooks::list))
-                            .default_service(web::to(method_not_allowed)),
+                            .route(web::get().to(webhooks::list)),
                     )
                     .service(
-                        web::resource("/webhook/{webhook_id}")
+                        resource("/webhook/{webhook_id}", "GET, PUT, DELETE")
                             .route(web::get().to(webhooks::get))
                             .route(web::put().to(webhooks::update))
-                            .route(web::delete().to(webhooks::delete))
-                            .default_service(web::to(method_not_allowed)),
+                            .route(web::delete().to(webhooks::delete)),
                     )
                     .service(
-                        web::resource("/webhook/{webhook_id}/secret")
-                            .route(web::get().to(webhooks::secret))
-                            .default_service(web::to(method_not_allowed)),
+                        resource("/webhook/{webhook_id}/secret", "GET")
+                            .route(web::get().to(webhooks::secret)),
                     )
                     .service(
-                        web::resource("/webhook/{webhook_id}/secret/rotate")
-                            .route(web::post().to(webhooks::rotate_secret))
-                            .default_service(web::to(method_not_allowed)),
+                        resource("/webhook/{webhook_id}/secret/rotate", "POST")
+                            .route(web::post().to(webhooks::rotate_secret)),
                     )
                     .service(
-                        web::resource("/webhook/{webhook_id}/deliveries")
-                            .route(web::get().to(deliveries::list))
-                            .default_service(web::to(method_not_allowed)),
+                        resource("/webhook/{webhook_id}/deliveries", "GET")
+                            .route(web::get().to(deliveries::list)),
                     )
                     .service(
-                        web::resource("/webhook/{webhook_id}/deliveries/{delivery_id}")
-                            .route(web::get().to(deliveries::get))
-                            .default_service(web::to(method_not_allowed)),
+                        resource("/webhook/{webhook_id}/deliveries/{delivery_id}", "GET")
+                            .route(web::get().to(deliveries::get)),
                     )
                     .service(
-                        web::resource("/webhook/{webhook_id}/deliveries/{delivery_id}/retry")
-                            .route(web::post().to(deliveries::retry))
-                            .default_service(web::to(method_not_allowed)),
+                        resource(
+                            "/webhook/{webhook_id}/deliveries/{delivery_id}/retry",
+                            "POST",
+                        )
+                        .route(web::post().to(deliveries::retry)),
                     )
                     .service(
-                        web::resource("/webhook/{webhook_id}/recover")
-                            .route(web::post().to(deliveries::recover))
-                            .default_service(web::to(method_not_allowed)),
+                        resource("/webhook/{webhook_id}/recover", "POST")
+                            .route(web::post().to(deliveries::recover)),
                     )
                     .default_service(web::to(not_found)),
             );
@@ -121,11 +110,21 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, BrokerError> {
     )))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(json!({"error": {
-        "code": "method_not_allowed",
-        "message": format!("{} is not allowed on {}", req.method(), req.path()),
-    }}))
+/// A resource at `path` serving the methods in `allow` (its routes are added
+/// by the caller); any other method answers 405 with that `Allow` header.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        method_not_allowed(req, allow)
+    }))
+}
+
+fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .json(ErrorBody::new(
+            "method_not_allowed",
+            format!("{} is not allowed on {}", req.method(), req.path()),
+        ))
 }
 
 fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {

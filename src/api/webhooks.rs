@@ -2,28 +2,34 @@
 //! API key made it; another app's webhook answers 404.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AppAuth;
+use super::openapi::EventName;
 use super::ApiState;
 use crate::actors::registry::{
     CreateWebhook, DeleteWebhook, GetSecret, GetWebhook, ListWebhooks, RotateSecret, UpdateWebhook,
     Webhook, WebhookStatus,
 };
-use crate::domain::{EventSet, WebhookUri};
-use crate::error::BrokerError;
+use crate::domain::{EventKind, EventSet, WebhookUri};
+use crate::error::{BrokerError, ErrorBody};
 
 /// The largest page.
 pub const MAX_PAGE_LENGTH: usize = 100;
 
-/// `event` as the API takes it: `"all"`, `"a,b"` or `["a","b"]`.
-#[derive(Deserialize)]
+/// `event` as the API takes it: `"all"`, `"a,b"` or `["a","b"]`. Names are
+/// `channel_live`, `channel_stop` and `channel_ended`, trimmed of
+/// surrounding spaces; at least one is needed.
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(example = "channel_live,channel_ended")]
 pub enum EventField {
-    /// `"all"` or a comma-separated list.
+    /// `"all"` or a comma-separated list of event names.
+    #[schema(example = "channel_live,channel_ended")]
     List(String),
-    /// A JSON array of names.
+    /// A JSON array of event names.
+    #[schema(example = json!(["channel_live", "channel_ended"]))]
     Array(Vec<String>),
 }
 
@@ -37,10 +43,22 @@ impl EventField {
 }
 
 /// The body of `POST /v1/webhook` and `PUT /v1/webhook/{id}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct WebhookBody {
+    /// Where deliveries go: an absolute `http` or `https` URL with a host, at
+    /// most 2048 bytes, without spaces or control characters. Unless
+    /// BROKER_ALLOW_PRIVATE_TARGETS is set, a loopback, private or otherwise
+    /// non-public address answers 400 `private_target`.
+    #[schema(
+        example = "https://example.com/hooks/channels",
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$"
+    )]
     uri: String,
+    /// The events to subscribe to.
     event: EventField,
+    /// `PUT` only: enable or disable the webhook. A new webhook starts
+    /// enabled; `disabled` on create answers 400.
+    #[schema(value_type = Option<WebhookState>)]
     status: Option<String>,
 }
 
@@ -73,24 +91,137 @@ impl WebhookBody {
     }
 }
 
-/// The public form of a webhook. The secret is not part of it.
-pub fn view(w: &Webhook) -> Value {
-    let mut v = json!({
-        "id": w.id,
-        "uri": w.uri.as_str(),
-        "event": w.events.kinds(),
-        "status": w.status.as_str(),
-        "createdAt": w.created_at,
-        "updatedAt": w.updated_at,
-    });
-    if w.status == WebhookStatus::Disabled {
-        v["disabledReason"] = json!(w.disabled_reason);
-        v["disabledAt"] = json!(w.disabled_at);
+/// Whether a webhook receives deliveries, as the API writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookState {
+    /// Receives deliveries.
+    Enabled,
+    /// Receives nothing; its pending deliveries are kept.
+    Disabled,
+}
+
+impl From<WebhookStatus> for WebhookState {
+    fn from(s: WebhookStatus) -> Self {
+        match s {
+            WebhookStatus::Enabled => WebhookState::Enabled,
+            WebhookStatus::Disabled => WebhookState::Disabled,
+        }
     }
-    v
+}
+
+/// The public form of a webhook. The secret is not part of it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    /// `wh_...`.
+    #[schema(example = "wh_019ac9f2b7e07a41b3c52d8e9f104a6b")]
+    pub id: String,
+    /// The URI as it was sent.
+    #[schema(example = "https://example.com/hooks/channels")]
+    pub uri: String,
+    /// The subscribed events, individual names in API order.
+    #[schema(value_type = Vec<EventName>, min_items = 1)]
+    pub event: Vec<EventKind>,
+    /// Enabled or disabled.
+    pub status: WebhookState,
+    /// Creation time, epoch milliseconds.
+    #[schema(format = Int64)]
+    pub created_at: i64,
+    /// Last change, epoch milliseconds.
+    #[schema(format = Int64)]
+    pub updated_at: i64,
+    /// Why the webhook is disabled; present only when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    pub disabled_reason: Option<Option<String>>,
+    /// When the webhook was disabled, epoch milliseconds; present only when
+    /// it is disabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, format = Int64, required = false)]
+    pub disabled_at: Option<Option<i64>>,
+}
+
+/// The public form of a webhook. The secret is not part of it.
+pub fn view(w: &Webhook) -> WebhookView {
+    let disabled = w.status == WebhookStatus::Disabled;
+    WebhookView {
+        id: w.id.clone(),
+        uri: w.uri.as_str().to_owned(),
+        event: w.events.kinds(),
+        status: w.status.into(),
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+        disabled_reason: disabled.then(|| w.disabled_reason.clone()),
+        disabled_at: disabled.then_some(w.disabled_at),
+    }
+}
+
+/// The answer of `POST /v1/webhook`: the webhook and its signing secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    /// The signing secret, `whsec_...`.
+    #[schema(example = "whsec_...")]
+    secret: String,
+}
+
+/// A page of webhooks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookPage {
+    /// This page's webhooks, oldest first.
+    pub data: Vec<WebhookView>,
+    /// How many webhooks match in all.
+    pub total: usize,
+    /// How many webhooks are in this page.
+    pub length: usize,
+    /// The page number, from 0.
+    pub page: usize,
+}
+
+/// The answer of `DELETE /v1/webhook/{id}`: an empty object.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(max_properties = 0)]
+pub struct Deleted {}
+
+/// A webhook's signing secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Secret {
+    /// `whsec_...`.
+    #[schema(example = "whsec_...")]
+    pub secret: String,
 }
 
 /// `POST /v1/webhook`: the only answer, besides `/secret`, with the secret.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook",
+    operation_id = "createWebhook",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    request_body = WebhookBody,
+    responses(
+        (status = 201, description = "The webhook, with its signing secret", body = CreatedWebhook,
+            links(
+                ("GetWebhook" = (operation_id = "getWebhook", parameters(("webhook_id" = "$response.body#/id")))),
+                ("UpdateWebhook" = (operation_id = "updateWebhook", parameters(("webhook_id" = "$response.body#/id")))),
+                ("DeleteWebhook" = (operation_id = "deleteWebhook", parameters(("webhook_id" = "$response.body#/id")))),
+                ("GetWebhookSecret" = (operation_id = "getWebhookSecret", parameters(("webhook_id" = "$response.body#/id")))),
+                ("RotateWebhookSecret" = (operation_id = "rotateWebhookSecret", parameters(("webhook_id" = "$response.body#/id")))),
+                ("ListDeliveries" = (operation_id = "listDeliveries", parameters(("webhook_id" = "$response.body#/id")))),
+                ("RecoverWebhook" = (operation_id = "recoverWebhook", parameters(("webhook_id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "Malformed JSON, an invalid uri, event or status, or a private target", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
+        (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -111,16 +242,25 @@ pub async fn create(
             events: valid.events,
         })
         .await??;
-    let mut v = view(&webhook);
-    v["secret"] = json!(webhook.secret);
-    Ok(HttpResponse::Created().json(v))
+    Ok(HttpResponse::Created().json(CreatedWebhook {
+        webhook: view(&webhook),
+        secret: webhook.secret,
+    }))
 }
 
 /// `GET /v1/webhook` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The page number, from 0 (default 0).
+    #[param(value_type = usize, required = false)]
     page: Option<String>,
+    /// Items per page, 1 to 100 (default 10).
+    #[param(value_type = u8, required = false, minimum = 1, maximum = 100)]
     length: Option<String>,
+    /// Keep only webhooks subscribed to any of these comma-separated
+    /// events (or `all`).
+    #[param(value_type = String, required = false, example = "channel_live,channel_stop")]
     event: Option<String>,
 }
 
@@ -148,6 +288,23 @@ pub fn parse_page(page: Option<&str>, length: Option<&str>) -> Result<(usize, us
 }
 
 /// `GET /v1/webhook?page&length&event`: oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook",
+    operation_id = "listWebhooks",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the app's webhooks, oldest first", body = WebhookPage),
+        (status = 400, description = "An invalid page, length, event or query string", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -167,16 +324,33 @@ pub async fn list(
             filter,
         })
         .await?;
-    let data: Vec<Value> = result.data.iter().map(view).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "data": data,
-        "total": result.total,
-        "length": data.len(),
-        "page": page,
-    })))
+    let data: Vec<WebhookView> = result.data.iter().map(view).collect();
+    Ok(HttpResponse::Ok().json(WebhookPage {
+        total: result.total,
+        length: data.len(),
+        data,
+        page,
+    }))
 }
 
 /// `GET /v1/webhook/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook/{webhook_id}",
+    operation_id = "getWebhook",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookView),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -193,6 +367,27 @@ pub async fn get(
 }
 
 /// `PUT /v1/webhook/{id}`: the create body, plus an optional `status`.
+#[utoipa::path(
+    put,
+    path = "/v1/webhook/{webhook_id}",
+    operation_id = "updateWebhook",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
+    request_body = WebhookBody,
+    responses(
+        (status = 200, description = "The updated webhook", body = WebhookView),
+        (status = 400, description = "Malformed JSON, an invalid uri, event or status, or a private target", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
+        (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -214,12 +409,34 @@ pub async fn update(
 }
 
 /// `DELETE /v1/webhook/{id}` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Remove only these comma-separated events (or `all`); a webhook left
+    /// with no event is deleted. Without it the whole webhook is deleted.
+    #[param(value_type = String, required = false, example = "channel_ended")]
     event: Option<String>,
 }
 
 /// `DELETE /v1/webhook/{id}[?event=a,b]`.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhook/{webhook_id}",
+    operation_id = "deleteWebhook",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`"), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted (or the events removed): an empty object", body = Deleted),
+        (status = 400, description = "An invalid event or query string", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -238,10 +455,27 @@ pub async fn delete(
             events,
         })
         .await??;
-    Ok(HttpResponse::Ok().json(json!({})))
+    Ok(HttpResponse::Ok().json(Deleted {}))
 }
 
 /// `GET /v1/webhook/{id}/secret`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook/{webhook_id}/secret",
+    operation_id = "getWebhookSecret",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
+    responses(
+        (status = 200, description = "The current signing secret", body = Secret),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn secret(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -254,11 +488,28 @@ pub async fn secret(
             id: id.into_inner(),
         })
         .await??;
-    Ok(HttpResponse::Ok().json(json!({ "secret": secret })))
+    Ok(HttpResponse::Ok().json(Secret { secret }))
 }
 
 /// `POST /v1/webhook/{id}/secret/rotate`: a new secret; the previous one
 /// keeps signing, beside it, for BROKER_SECRET_GRACE.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook/{webhook_id}/secret/rotate",
+    operation_id = "rotateWebhookSecret",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
+    responses(
+        (status = 200, description = "The new signing secret; the previous one keeps signing beside it for BROKER_SECRET_GRACE", body = Secret),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 500, description = "A fault of the broker", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn rotate_secret(
     app: AppAuth,
     state: web::Data<ApiState>,
@@ -271,5 +522,5 @@ pub async fn rotate_secret(
             id: id.into_inner(),
         })
         .await??;
-    Ok(HttpResponse::Ok().json(json!({ "secret": secret })))
+    Ok(HttpResponse::Ok().json(Secret { secret }))
 }
