@@ -1,0 +1,1164 @@
+//! `webhook-bench`: the benchmark of issue 5, in one command.
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --bin webhook-bench -- [--quick] [--scenarios S1,S2,...]
+//!     [--mysql mysql://root@127.0.0.1:3306] [--out bench-results/latest.json]
+//! ```
+//!
+//! It starts the real `webhook-broker` binary (next to this executable) as a
+//! separate process with a real configuration on 127.0.0.1, fast receivers
+//! (actix-web, 204) in this process, and an awc load generator; in the same
+//! run it measures two baselines on the same receivers, a bare awc client
+//! and a bare relay (a separate process that forwards each ingest request
+//! and stores nothing). It prints progress on stderr, a markdown table on
+//! stdout, and writes JSON. Everything is bounded in count and time. It
+//! exits non-zero if an accepted event is lost (neither delivered nor still
+//! pending in the database) or a scenario fails. See docs/benchmarks.md.
+//!
+//! The parts live in `src/bin/webhook-bench/` (a crate root looks for its
+//! modules beside itself, hence the `#[path]`s).
+
+#[path = "webhook-bench/inproc.rs"]
+mod inproc;
+#[path = "webhook-bench/load.rs"]
+mod load;
+#[path = "webhook-bench/procs.rs"]
+mod procs;
+#[path = "webhook-bench/receiver.rs"]
+mod receiver;
+#[path = "webhook-bench/relay.rs"]
+mod relay;
+#[path = "webhook-bench/report.rs"]
+mod report;
+#[path = "webhook-bench/seed.rs"]
+mod seed;
+#[path = "webhook-bench/util.rs"]
+mod util;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Parser;
+use diesel::Connection as _;
+use serde_json::{json, Value};
+
+use crate::load::{Load, Pace, Spec, Target};
+use crate::procs::Proc;
+use crate::receiver::{Receivers, Round};
+use crate::report::Row;
+use crate::seed::DbState;
+use crate::util::{
+    elapsed, http, now_us, quantile, status_kb, thousands, CpuDelta, CpuSnap, CLK_TCK,
+};
+
+/// The benchmark of the webhook broker (issue 5). Build first with
+/// `cargo build --release`.
+#[derive(Parser, Debug)]
+#[command(name = "webhook-bench")]
+struct Args {
+    /// Small counts and about 2 s per phase (the whole run in under a
+    /// minute), for CI smoke runs.
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run, comma-separated: S1 to S7, awc, relay (default:
+    /// all). The baselines run whenever S1, S2, S4 or S5 does.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// MySQL/MariaDB server for S4; a database is created and dropped.
+    /// `none` skips S4.
+    #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
+    mysql: String,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/latest.json")]
+    out: PathBuf,
+    /// Seconds of load per phase (default 10, or 2 with --quick).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Requests in flight in the closed-loop phases (S1, S2, S4, S5,
+    /// baselines).
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Keep the temp directory (databases, broker and relay logs) after a
+    /// successful run too.
+    #[arg(long)]
+    keep: bool,
+    /// Distinct channel ids the events cycle through (the broker keeps
+    /// each channel's deliveries in order, one at a time per webhook).
+    #[arg(long, default_value_t = 1000)]
+    channels: u64,
+    #[arg(long, hide = true)]
+    serve_relay: Option<String>,
+    #[arg(long, hide = true)]
+    relay_target: Option<String>,
+    #[arg(long, hide = true)]
+    relay_token: Option<String>,
+}
+
+/// Counts and bounds of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Settings {
+    quick: bool,
+    duration_s: f64,
+    drain_bound_s: f64,
+    stall_s: f64,
+    concurrency: usize,
+    generator_threads: usize,
+    receiver_workers: usize,
+    channels: u64,
+    max_events_1_webhook: usize,
+    max_events_10_webhooks: usize,
+    s3_rate: f64,
+    s6_webhooks: usize,
+    s6_apps: usize,
+    s7_webhooks: usize,
+    idle_settle_s: f64,
+}
+
+impl Settings {
+    fn new(args: &Args) -> Settings {
+        let quick = args.quick;
+        Settings {
+            quick,
+            duration_s: args.duration.unwrap_or(if quick { 2.0 } else { 10.0 }),
+            drain_bound_s: if quick { 10.0 } else { 30.0 },
+            stall_s: if quick { 5.0 } else { 10.0 },
+            concurrency: args.concurrency.max(1),
+            generator_threads: 2,
+            receiver_workers: 2,
+            channels: args.channels.max(1),
+            max_events_1_webhook: if quick { 200_000 } else { 2_000_000 },
+            max_events_10_webhooks: if quick { 20_000 } else { 400_000 },
+            s3_rate: 1000.0,
+            s6_webhooks: if quick { 2_000 } else { 100_000 },
+            s6_apps: if quick { 20 } else { 1_000 },
+            s7_webhooks: if quick { 500 } else { 10_000 },
+            idle_settle_s: if quick { 1.0 } else { 2.0 },
+        }
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+}
+
+/// What one load phase measured.
+struct Measured {
+    round: Arc<Round>,
+    load: Arc<Load>,
+    /// Where the CPU went over load and drain; the measured process is
+    /// the broker or relay (`target`), or the bench itself for S5.
+    cpu: CpuDelta,
+    unique_at_load_end: u64,
+    load_s: f64,
+    drain_s: f64,
+}
+
+struct Bench {
+    s: Settings,
+    start: Instant,
+    bin: PathBuf,
+    dir: PathBuf,
+    receivers: Arc<Receivers>,
+    rport: u16,
+    token: String,
+    next_run: u32,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(bind) = &args.serve_relay {
+        let (Some(target), Some(token)) = (args.relay_target.clone(), args.relay_token.clone())
+        else {
+            eprintln!("--serve-relay needs --relay-target and --relay-token");
+            return ExitCode::from(2);
+        };
+        return match relay::serve(bind, target, token) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("relay: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("webhook-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The broker binary next to this executable.
+fn broker_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot find the bench executable")?;
+    let bin = me.with_file_name("webhook-broker");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: the benchmark runs the real broker binary next to itself. \
+             Build it first with `cargo build --release`, then run \
+             `cargo run --release --bin webhook-bench`",
+            bin.display()
+        );
+    }
+    // `cargo run --bin webhook-bench` rebuilds the library and this binary
+    // but not the broker's: a broker older than the library is stale.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_lib = std::fs::read_dir(me.with_file_name("deps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libwebhook_broker-") && name.ends_with(".rlib")
+        })
+        .filter_map(|e| modified(&e.path()))
+        .max();
+    if let (Some(b), Some(lib)) = (modified(&bin), newest_lib) {
+        if lib > b {
+            eprintln!(
+                "warning: {} is older than the library it is built from; run \
+                 `cargo build --release` first so the benchmark measures the current code",
+                bin.display()
+            );
+        }
+    }
+    Ok(bin)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn loadavg() -> String {
+    read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine() -> Value {
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_default();
+    let mem_kb: u64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+        "mem_total_gb": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "git_commit": git(&["rev-parse", "--short", "HEAD"]),
+        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+    })
+}
+
+fn slug(id: &str) -> String {
+    id.to_ascii_lowercase().replace(['/', ' '], "-")
+}
+
+fn run(args: Args) -> anyhow::Result<bool> {
+    let bin = broker_binary()?;
+    let s = Settings::new(&args);
+    let all = ["awc", "relay", "S1", "S2", "S3", "S4", "S5", "S6", "S7"];
+    let mut chosen: BTreeSet<String> = if args.scenarios.is_empty() {
+        all.iter().map(|s| s.to_string()).collect()
+    } else {
+        let mut set = BTreeSet::new();
+        for raw in &args.scenarios {
+            let name = raw.trim();
+            let Some(found) = all.iter().find(|a| a.eq_ignore_ascii_case(name)) else {
+                bail!("unknown scenario `{name}`; choose from {}", all.join(","));
+            };
+            set.insert(found.to_string());
+        }
+        set
+    };
+    if ["S1", "S2", "S4", "S5"].iter().any(|s| chosen.contains(*s)) {
+        chosen.insert("awc".into());
+        chosen.insert("relay".into());
+    }
+
+    let dir = std::env::temp_dir().join(format!(
+        "webhook-bench-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let started_at = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let load_before = loadavg();
+    let receivers = Arc::new(Receivers::default());
+    let rport = receiver::start(receivers.clone(), s.receiver_workers)?;
+    let mut bench = Bench {
+        s: s.clone(),
+        start: Instant::now(),
+        bin,
+        dir: dir.clone(),
+        receivers,
+        rport,
+        token: format!("bench-admin-{}", uuid::Uuid::new_v4().simple()),
+        next_run: 0,
+    };
+    bench.log(format!(
+        "webhook-bench ({}): {:.0} s per load phase, {} in flight, receivers on 127.0.0.1:{rport}, \
+         temp dir {}; load average {load_before}",
+        if s.quick { "quick" } else { "full" },
+        s.duration_s,
+        s.concurrency,
+        dir.display()
+    ));
+
+    let mut rows: Vec<Row> = Vec::new();
+    let push =
+        |result: anyhow::Result<Vec<Row>>, id: &str, label: &str, rows: &mut Vec<Row>| match result
+        {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => {
+                eprintln!("error in {id}: {e:#}");
+                let mut row = Row::new(id, label);
+                row.error = Some(format!("{e:#}").lines().next().unwrap_or("").to_owned());
+                rows.push(row);
+            }
+        };
+    let closed = Pace::Closed {
+        concurrency: s.concurrency,
+    };
+    let (cap1, cap10) = (s.max_events_1_webhook, s.max_events_10_webhooks);
+    if chosen.contains("awc") {
+        let r = bench.awc_baseline().map(|r| vec![r]);
+        push(r, "awc", "bare awc client", &mut rows);
+    }
+    if chosen.contains("relay") {
+        let r = bench.relay_baseline().map(|r| vec![r]);
+        push(r, "relay", "bare relay", &mut rows);
+    }
+    if chosen.contains("S1") {
+        let label = "SQLite, 1 app, 1 webhook";
+        let r = bench.broker_http("S1", label, None, 1, closed, cap1);
+        push(r.map(|r| vec![r]), "S1", label, &mut rows);
+    }
+    if chosen.contains("S2") {
+        let label = "SQLite, 1 event -> 10 webhooks";
+        let r = bench.broker_http("S2", label, None, 10, closed, cap10);
+        push(r.map(|r| vec![r]), "S2", label, &mut rows);
+    }
+    if chosen.contains("S3") {
+        let label = "SQLite, paced 1,000 ev/s";
+        let rate = s.s3_rate;
+        let pace = Pace::Paced {
+            rate,
+            max_outstanding: 2000,
+        };
+        let cap = (rate * s.duration_s) as usize + 10;
+        let r = bench.broker_http("S3", label, None, 1, pace, cap);
+        push(r.map(|r| vec![r]), "S3", label, &mut rows);
+    }
+    if chosen.contains("S4") {
+        rows.append(&mut bench.s4(&args.mysql, closed));
+    }
+    if chosen.contains("S5") {
+        let label = "in-process sends, SQLite, 1 webhook";
+        let r = bench.s5();
+        push(r.map(|r| vec![r]), "S5", label, &mut rows);
+    }
+    if chosen.contains("S6") {
+        let r = bench.s6();
+        push(r, "S6", "many webhooks: start", &mut rows);
+    }
+    if chosen.contains("S7") {
+        let r = bench.s7();
+        push(
+            r.map(|r| vec![r]),
+            "S7",
+            "1 event -> many webhooks",
+            &mut rows,
+        );
+    }
+
+    report::judge(&mut rows, s.quick);
+    let load_after = loadavg();
+    let table = report::markdown(&rows);
+    println!("\n{table}");
+    let mut notes = vec![
+        "Latency is arrival minus the send time stamped into the event (its eventTime, carried \
+         at µs resolution as `sentUs`); the whole-ms eventTime figures are in the JSON."
+            .to_string(),
+        "Delivered/s counts distinct deliveries from the first send to the last arrival, \
+         backlog included; accepted ev/s is over the load phase only."
+            .to_string(),
+        "Ratios are of delivered/s. CPU is utime+stime of the broker (relay) process over \
+         load and drain, CLK_TCK 100."
+            .to_string(),
+        format!("Load average (1/5/15 min) before: {load_before}; after: {load_after}."),
+    ];
+    let busiest = rows
+        .iter()
+        .filter_map(|r| r.other_cpu_share.map(|s| (s, r.id.as_str())))
+        .fold(None, |m: Option<(f64, &str)>, x| match m {
+            Some(m) if m.0 >= x.0 => Some(m),
+            _ => Some(x),
+        });
+    if let Some((share, id)) = busiest {
+        notes.push(format!(
+            "Other processes (not the bench, broker, relay or database server) used at most \
+             {:.0}% of the machine's CPU during a measured phase ({id}); per row in the JSON \
+             (other_cpu_share).",
+            share * 100.0
+        ));
+    }
+    for r in &rows {
+        for n in &r.notes {
+            notes.push(format!("{}: {n}", r.id));
+        }
+    }
+    for n in &notes {
+        println!("- {n}");
+    }
+
+    let lost: u64 = rows.iter().map(|r| r.lost).sum();
+    let errors: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| r.id.as_str())
+        .collect();
+    let ok = lost == 0 && errors.is_empty();
+    let doc = json!({
+        "benchmark": "webhook-bench",
+        "mode": if s.quick { "quick" } else { "full" },
+        "started_at": started_at,
+        "finished_at": httpdate::fmt_http_date(std::time::SystemTime::now()),
+        "machine": machine(),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "settings": s,
+        "rows": rows,
+        "notes": notes,
+        "table_markdown": table,
+        "lost_total": lost,
+        "failed_scenarios": errors,
+        "ok": ok,
+    });
+    if let Some(parent) = args.out.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    bench.log(format!("wrote {}", args.out.display()));
+    if ok && !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else if ok {
+        bench.log(format!("kept {}", dir.display()));
+    } else {
+        eprintln!(
+            "webhook-bench: {} accepted deliveries lost; failed: {}; logs kept in {}",
+            lost,
+            if errors.is_empty() {
+                "none".into()
+            } else {
+                errors.join(", ")
+            },
+            dir.display()
+        );
+    }
+    Ok(ok)
+}
+
+impl Bench {
+    fn log(&self, msg: impl std::fmt::Display) {
+        eprintln!("{} {msg}", elapsed(self.start));
+    }
+
+    fn receiver_url(&self, k: usize) -> String {
+        format!("http://127.0.0.1:{}/r/{k}", self.rport)
+    }
+
+    fn sqlite_url(&self, name: &str) -> String {
+        format!("sqlite://{}", self.dir.join(format!("{name}.db")).display())
+    }
+
+    fn new_round(&mut self, hooks: usize, max_events: usize) -> Arc<Round> {
+        self.next_run += 1;
+        let round = Round::new(self.next_run, hooks, max_events);
+        self.receivers.begin(round.clone());
+        round
+    }
+
+    /// Shows progress every second until `finished` (or `limit`); answers
+    /// the seconds it took and whether it finished.
+    fn watch(
+        &self,
+        id: &str,
+        load: &Load,
+        round: &Round,
+        limit: Duration,
+        mut finished: impl FnMut() -> bool,
+    ) -> (f64, bool) {
+        let t0 = Instant::now();
+        let mut next = t0 + Duration::from_secs(1);
+        let mut last = 0;
+        loop {
+            if finished() {
+                return (t0.elapsed().as_secs_f64(), true);
+            }
+            if t0.elapsed() > limit {
+                self.log(format!("{id}: load did not finish within {limit:?}"));
+                return (t0.elapsed().as_secs_f64(), false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= next {
+                next += Duration::from_secs(1);
+                let acc = load.accepted.load(Relaxed);
+                self.log(format!(
+                    "{id}: {:>4.0}s  accepted {:>9} ({:>7}/s)  delivered {:>9}  errors {}",
+                    t0.elapsed().as_secs_f64(),
+                    thousands(acc as f64),
+                    thousands((acc - last) as f64),
+                    thousands(round.unique.load(Relaxed) as f64),
+                    load.failed.load(Relaxed),
+                ));
+                last = acc;
+            }
+        }
+    }
+
+    /// Waits for the owed deliveries, within the drain bound and while
+    /// they keep coming; answers the seconds waited.
+    fn drain(&self, id: &str, round: &Round, expected: u64) -> f64 {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs_f64(self.s.drain_bound_s);
+        let stall = Duration::from_secs_f64(self.s.stall_s);
+        let mut last = round.unique.load(Relaxed);
+        let mut last_change = t0;
+        let mut next = t0 + Duration::from_secs(1);
+        loop {
+            let got = round.unique.load(Relaxed);
+            if got >= expected {
+                break;
+            }
+            let now = Instant::now();
+            if got != last {
+                (last, last_change) = (got, now);
+            }
+            if now >= deadline || now - last_change >= stall {
+                self.log(format!(
+                    "{id}: stopped waiting after {:.1}s: {} of {} owed deliveries arrived",
+                    t0.elapsed().as_secs_f64(),
+                    thousands(got as f64),
+                    thousands(expected as f64)
+                ));
+                break;
+            }
+            if now >= next {
+                next += Duration::from_secs(1);
+                self.log(format!(
+                    "{id}: draining, {} of {} delivered",
+                    thousands(got as f64),
+                    thousands(expected as f64)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t0.elapsed().as_secs_f64()
+    }
+
+    /// One closed-loop or paced HTTP load phase against `target`, then
+    /// the drain; `pid` is the process whose CPU is measured.
+    fn http_phase(
+        &mut self,
+        id: &str,
+        target: Target,
+        pace: Pace,
+        hooks: usize,
+        max_events: usize,
+        pid: Option<u32>,
+    ) -> Measured {
+        let round = self.new_round(hooks, max_events);
+        let load = Load::new();
+        let spec = Spec {
+            target,
+            pace,
+            duration: self.s.duration(),
+            max_events,
+            threads: self.s.generator_threads,
+            channels: self.s.channels,
+            run: round.run,
+        };
+        let cpu0 = CpuSnap::take(pid);
+        let handles = load::start(spec, round.clone(), load.clone());
+        let limit = self.s.duration() + Duration::from_secs(40);
+        let (load_s, _) = self.watch(id, &load, &round, limit, || {
+            handles.iter().all(|h| h.is_finished())
+        });
+        for h in handles {
+            let _ = h.join();
+        }
+        let unique_at_load_end = round.unique.load(Relaxed);
+        let expected = load.accepted.load(Relaxed) * hooks as u64;
+        let drain_s = self.drain(id, &round, expected);
+        Measured {
+            round,
+            load,
+            cpu: CpuSnap::take(pid).since(&cpu0),
+            unique_at_load_end,
+            load_s,
+            drain_s,
+        }
+    }
+
+    /// Everything a row shows, from a phase and (for a broker) its database.
+    fn fill(&self, row: &mut Row, m: &Measured, db: Option<&DbState>) {
+        let (round, load) = (&m.round, &m.load);
+        let acc = round.account();
+        let mut backlog = 0;
+        for slot in &acc.missing {
+            if db.is_some_and(|d| d.pending.contains(slot)) {
+                backlog += 1;
+            }
+        }
+        row.events_sent = load.sent.load(Relaxed);
+        row.events_accepted = acc.accepted;
+        row.deliveries_expected = acc.expected;
+        row.deliveries_received = round.unique.load(Relaxed);
+        row.duplicates = acc.duplicates;
+        row.backlog = backlog;
+        row.lost = acc.missing.len() as u64 - backlog;
+        row.unrecorded = db.map_or(0, |d| d.pending.len() as u64 - backlog);
+        row.errors = load.failed.load(Relaxed);
+        row.error_kinds = load.errors();
+        row.unacknowledged_delivered = acc.unacknowledged_delivered;
+        row.stray = round.stray.load(Relaxed) + round.malformed.load(Relaxed);
+        row.behind = load.behind.load(Relaxed);
+        row.load_s = Some(m.load_s);
+        row.drain_s = Some(m.drain_s);
+        if let Some((first, last)) = load.window() {
+            let secs = (last - first).max(1) as f64 / 1e6;
+            row.accepted_per_s = Some(acc.accepted as f64 / secs);
+            let last_arrival = round.last_arrival_us();
+            if last_arrival > first {
+                let secs = (last_arrival - first) as f64 / 1e6;
+                row.delivered_per_s = Some(row.deliveries_received as f64 / secs);
+            }
+        }
+        if m.load_s > 0.0 {
+            row.delivered_during_load_per_s = Some(m.unique_at_load_end as f64 / m.load_s);
+        }
+        let (us, ms) = round.latencies();
+        let q = |v: &[u32], q: f64, scale: f64| quantile(v, q).map(|x| x as f64 / scale);
+        row.p50_ms = q(&us, 0.5, 1000.0);
+        row.p99_ms = q(&us, 0.99, 1000.0);
+        row.p999_ms = q(&us, 0.999, 1000.0);
+        row.event_time_p50_ms = q(&ms, 0.5, 1.0);
+        row.event_time_p99_ms = q(&ms, 0.99, 1.0);
+        row.event_time_p999_ms = q(&ms, 0.999, 1.0);
+        let acks = load.ack_latencies();
+        row.ack_p50_ms = q(&acks, 0.5, 1000.0);
+        row.ack_p99_ms = q(&acks, 0.99, 1000.0);
+        if let Some(t) = m.cpu.target {
+            let cpu = t as f64 / CLK_TCK;
+            row.cpu_s = Some(cpu);
+            if row.deliveries_received > 0 {
+                row.cpu_s_per_10k = Some(cpu / row.deliveries_received as f64 * 10_000.0);
+            }
+        }
+        row.bench_cpu_s = Some(m.cpu.bench as f64 / CLK_TCK);
+        row.database_cpu_s = Some(m.cpu.database as f64 / CLK_TCK);
+        row.other_cpu_s = Some(m.cpu.other as f64 / CLK_TCK);
+        row.other_cpu_share = Some(m.cpu.other_share());
+        if m.cpu.other_share() > 0.05 {
+            row.notes.push(format!(
+                "other processes on the machine used {:.0}% of its CPU during this phase",
+                m.cpu.other_share() * 100.0
+            ));
+        }
+        if let Some(d) = db {
+            row.db = d.counts.clone();
+        }
+        if row.backlog > 0 {
+            row.notes.push(format!(
+                "{} accepted deliveries had not arrived within the bound and were still pending \
+                 (durable) in the database when the broker stopped",
+                row.backlog
+            ));
+        }
+        if row.errors > 0 {
+            row.notes
+                .push(format!("ingest errors: {:?}", row.error_kinds));
+        }
+        self.log(format!(
+            "{}: accepted {} ({}/s), delivered {} ({}/s), p50 {} ms p99 {} ms, errors {}, \
+             duplicates {}, lost {}, backlog {}",
+            row.id,
+            thousands(acc.accepted as f64),
+            thousands(row.accepted_per_s.unwrap_or(0.0)),
+            thousands(row.deliveries_received as f64),
+            thousands(row.delivered_per_s.unwrap_or(0.0)),
+            row.p50_ms.map_or("–".into(), |v| format!("{v:.2}")),
+            row.p99_ms.map_or("–".into(), |v| format!("{v:.2}")),
+            row.errors,
+            row.duplicates,
+            row.lost,
+            row.backlog
+        ));
+    }
+
+    /// An app with `hooks` webhooks at /r/0.. through the REST API.
+    fn setup_app(&self, port: u16, hooks: usize) -> anyhow::Result<String> {
+        let (status, body) = http(
+            port,
+            "POST",
+            "/v1/apps",
+            Some(&self.token),
+            r#"{"name":"bench"}"#,
+        )?;
+        if status != 201 {
+            bail!("POST /v1/apps answered {status}: {body}");
+        }
+        let app: Value = serde_json::from_str(&body)?;
+        let (Some(id), Some(key)) = (app["id"].as_str(), app["apiKey"].as_str()) else {
+            bail!("POST /v1/apps answered {body}");
+        };
+        for k in 0..hooks {
+            let hook = json!({"uri": self.receiver_url(k), "event": "all"}).to_string();
+            let (status, body) = http(port, "POST", "/v1/webhook", Some(key), &hook)?;
+            if status != 201 {
+                bail!("POST /v1/webhook answered {status}: {body}");
+            }
+        }
+        Ok(id.to_owned())
+    }
+
+    fn awc_baseline(&mut self) -> anyhow::Result<Row> {
+        self.log("awc: bare awc client straight to the receivers (the HTTP ceiling)");
+        let target = Target::Direct {
+            url: self.receiver_url(0),
+        };
+        let pace = Pace::Closed {
+            concurrency: self.s.concurrency,
+        };
+        let cap = self.s.max_events_1_webhook;
+        let m = self.http_phase("awc", target, pace, 1, cap, None);
+        let mut row = Row::new("awc", "bare awc client -> receiver");
+        self.fill(&mut row, &m, None);
+        self.receivers.end();
+        Ok(row)
+    }
+
+    fn relay_baseline(&mut self) -> anyhow::Result<Row> {
+        self.log("relay: bare relay process (ingest POST -> awc POST to the receiver, no storage)");
+        let port = util::free_port()?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args([
+            "--serve-relay",
+            &format!("127.0.0.1:{port}"),
+            "--relay-target",
+            &self.receiver_url(0),
+            "--relay-token",
+            &self.token,
+        ]);
+        let mut relay = Proc::spawn(cmd, &self.dir, "relay", port)?;
+        relay.wait_ready("/readyz", Duration::from_secs(20))?;
+        let target = Target::Ingest {
+            url: format!("http://127.0.0.1:{port}/v1/events"),
+            bearer: format!("Bearer {}", self.token),
+            app_id: "app_relay".into(),
+        };
+        let pace = Pace::Closed {
+            concurrency: self.s.concurrency,
+        };
+        let cap = self.s.max_events_1_webhook;
+        let m = self.http_phase("relay", target, pace, 1, cap, Some(relay.pid()));
+        let mut row = Row::new("relay", "bare relay -> receiver");
+        row.peak_rss_mb = relay.peak_rss_mb();
+        relay.stop(Duration::from_secs(5))?;
+        self.fill(&mut row, &m, None);
+        self.receivers.end();
+        Ok(row)
+    }
+
+    /// The broker binary on SQLite (or a fresh MySQL database), one app
+    /// with `hooks` webhooks, HTTP ingest under `pace`.
+    fn broker_http(
+        &mut self,
+        id: &str,
+        label: &str,
+        mysql: Option<&str>,
+        hooks: usize,
+        pace: Pace,
+        max_events: usize,
+    ) -> anyhow::Result<Row> {
+        self.log(format!("{id}: {label}"));
+        let mysql_db = mysql.map(seed::MysqlDb::create).transpose()?;
+        let url = match &mysql_db {
+            Some(db) => db.url.clone(),
+            None => self.sqlite_url(&slug(id)),
+        };
+        let mut broker = Proc::broker(&self.bin, &self.dir, &slug(id), &url, &self.token)?;
+        broker.wait_ready("/readyz", Duration::from_secs(60))?;
+        let app_id = self.setup_app(broker.port, hooks)?;
+        let target = Target::Ingest {
+            url: format!("http://127.0.0.1:{}/v1/events", broker.port),
+            bearer: format!("Bearer {}", self.token),
+            app_id,
+        };
+        let m = self.http_phase(id, target, pace, hooks, max_events, Some(broker.pid()));
+        let mut row = Row::new(id, label);
+        row.peak_rss_mb = broker.peak_rss_mb();
+        row.webhooks = Some(hooks);
+        broker.stop(Duration::from_secs(30))?;
+        let db = match seed::db_state(&url, m.round.run) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                row.notes
+                    .push(format!("could not read the database after the run: {e:#}"));
+                None
+            }
+        };
+        self.fill(&mut row, &m, db.as_ref());
+        if let Pace::Paced {
+            rate,
+            max_outstanding,
+        } = pace
+        {
+            let due = (rate * m.load_s.min(self.s.duration_s)) as u64;
+            if row.events_sent < due * 98 / 100 || row.behind > 0 {
+                row.notes.push(format!(
+                    "the paced sender did not hold {rate:.0} ev/s: {} sent of {due} due, {} \
+                     skipped because {max_outstanding} were already in flight",
+                    row.events_sent, row.behind
+                ));
+            }
+        }
+        self.receivers.end();
+        drop(mysql_db);
+        Ok(row)
+    }
+
+    fn s4(&mut self, server: &str, pace: Pace) -> Vec<Row> {
+        let labels = [
+            ("S4/S1", "MariaDB, 1 app, 1 webhook", 1),
+            ("S4/S2", "MariaDB, 1 event -> 10 webhooks", 10),
+        ];
+        let skipped = |why: String| {
+            labels
+                .iter()
+                .map(|(id, label, _)| {
+                    let mut r = Row::new(id, label);
+                    r.skipped = Some(why.clone());
+                    r
+                })
+                .collect::<Vec<_>>()
+        };
+        if server.eq_ignore_ascii_case("none") {
+            self.log("S4: skipped (--mysql none)");
+            return skipped("--mysql none".into());
+        }
+        let version = match diesel::mysql::MysqlConnection::establish(server) {
+            Ok(mut conn) => {
+                use diesel::RunQueryDsl;
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
+                    .get_result::<String>(&mut conn)
+                    .unwrap_or_default()
+            }
+            Err(e) => {
+                let why = format!("MySQL/MariaDB unreachable at {}: {e}", seed::redact(server));
+                self.log(format!("S4: skipped: {why}"));
+                return skipped(why);
+            }
+        };
+        let mut rows = Vec::new();
+        for (id, label, hooks) in labels {
+            let cap = if hooks == 1 {
+                self.s.max_events_1_webhook
+            } else {
+                self.s.max_events_10_webhooks
+            };
+            match self.broker_http(id, label, Some(server), hooks, pace, cap) {
+                Ok(mut r) => {
+                    r.notes.push(format!("server version {version}"));
+                    rows.push(r);
+                }
+                Err(e) => {
+                    eprintln!("error in {id}: {e:#}");
+                    let mut r = Row::new(id, label);
+                    r.error = Some(format!("{e:#}").lines().next().unwrap_or("").to_owned());
+                    rows.push(r);
+                }
+            }
+        }
+        rows
+    }
+
+    fn s5(&mut self) -> anyhow::Result<Row> {
+        let label = "in-process sends, SQLite, 1 webhook";
+        self.log(format!(
+            "S5: {label} (Broker::start in this process, a colocated actor sends ChannelEvents)"
+        ));
+        let url = self.sqlite_url("s5");
+        let cap = self.s.max_events_1_webhook;
+        let round = self.new_round(1, cap);
+        let load = Load::new();
+        // Resets this process's VmHWM so the peak is S5's.
+        let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let mut inproc = inproc::InProcess::start(
+            inproc::Params {
+                database_url: url.clone(),
+                token: self.token.clone(),
+                receiver_url: self.receiver_url(0),
+                duration: self.s.duration(),
+                concurrency: self.s.concurrency,
+                channels: self.s.channels,
+            },
+            round.clone(),
+            load.clone(),
+        );
+        match inproc.events.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(inproc::Phase::Ready)) => {}
+            Ok(Ok(inproc::Phase::Loaded)) => bail!("S5: loaded before ready"),
+            Ok(Err(e)) => return Err(e.context("starting the in-process broker")),
+            Err(_) => bail!("the in-process broker did not start within 60 s"),
+        }
+        let me = std::process::id();
+        let cpu0 = CpuSnap::take(None);
+        inproc.go();
+        let mut outcome: Option<anyhow::Result<()>> = None;
+        let limit = self.s.duration() + Duration::from_secs(40);
+        let (load_s, finished) = self.watch("S5", &load, &round, limit, || {
+            if outcome.is_none() {
+                outcome = match inproc.events.try_recv() {
+                    Ok(Ok(_)) => Some(Ok(())),
+                    Ok(Err(e)) => Some(Err(e)),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        Some(Err(anyhow!("the S5 thread ended early")))
+                    }
+                };
+            }
+            outcome.is_some()
+        });
+        if !finished {
+            bail!("the in-process sends did not finish within {limit:?}");
+        }
+        if let Some(Err(e)) = outcome {
+            return Err(e);
+        }
+        let unique_at_load_end = round.unique.load(Relaxed);
+        let expected = load.accepted.load(Relaxed);
+        let drain_s = self.drain("S5", &round, expected);
+        let mut cpu = CpuSnap::take(None).since(&cpu0);
+        cpu.target = Some(cpu.bench);
+        let peak = status_kb(me, "VmHWM").map(|kb| kb as f64 / 1024.0);
+        inproc.stop();
+        let m = Measured {
+            round: round.clone(),
+            load,
+            cpu,
+            unique_at_load_end,
+            load_s,
+            drain_s,
+        };
+        let mut row = Row::new("S5", label);
+        row.peak_rss_mb = peak;
+        let db = match seed::db_state(&url, round.run) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                row.notes
+                    .push(format!("could not read the database after the run: {e:#}"));
+                None
+            }
+        };
+        self.fill(&mut row, &m, db.as_ref());
+        row.notes.push(format!(
+            "CPU and RSS are the bench process's: the in-process broker, the sending actor and \
+             the receivers together (VmHWM {} before S5)",
+            if hwm_reset {
+                "reset"
+            } else {
+                "could not be reset"
+            }
+        ));
+        self.receivers.end();
+        Ok(row)
+    }
+
+    fn s6(&mut self) -> anyhow::Result<Vec<Row>> {
+        let (n, apps) = (self.s.s6_webhooks, self.s.s6_apps);
+        self.log(format!(
+            "S6: seeding {} webhooks over {} apps with Diesel batch inserts",
+            thousands(n as f64),
+            thousands(apps as f64)
+        ));
+        let path = self.dir.join("s6.db");
+        let rport = self.rport;
+        let (_, build) = seed::sqlite_with_webhooks(&path, apps, n, |i| {
+            format!("http://127.0.0.1:{rport}/r/{}", i % 10)
+        })?;
+        self.log(format!(
+            "S6: seeded in {:.2} s; starting the broker on it",
+            build.as_secs_f64()
+        ));
+        let url = self.sqlite_url("s6");
+        let mut broker = Proc::broker(&self.bin, &self.dir, "s6", &url, &self.token)?;
+        let ready = broker.wait_ready("/readyz", Duration::from_secs(120))?;
+        std::thread::sleep(Duration::from_secs_f64(self.s.idle_settle_s));
+        let mut row = Row::new(
+            "S6",
+            &format!(
+                "{} webhooks over {} apps: start",
+                thousands(n as f64),
+                thousands(apps as f64)
+            ),
+        );
+        row.webhooks = Some(n);
+        row.build_s = Some(build.as_secs_f64());
+        row.ready_s = Some(ready.as_secs_f64());
+        row.peak_rss_mb = broker.peak_rss_mb();
+        row.rss_mb = broker.rss_mb();
+        broker.stop(Duration::from_secs(30))?;
+        row.notes.push(format!(
+            "spawn to /readyz 200 in {:.2} s; peak RSS {:.0} MB, RSS {:.0} MB after {:.0} s idle",
+            ready.as_secs_f64(),
+            row.peak_rss_mb.unwrap_or(0.0),
+            row.rss_mb.unwrap_or(0.0),
+            self.s.idle_settle_s
+        ));
+        if self.s.quick {
+            row.notes
+                .push("quick run: far fewer webhooks than the target's 100,000".into());
+        }
+        self.log(format!(
+            "S6: ready in {:.2} s, peak RSS {:.1} MB",
+            ready.as_secs_f64(),
+            row.peak_rss_mb.unwrap_or(0.0)
+        ));
+
+        self.log("S6 idle: an empty broker");
+        let url = self.sqlite_url("s6-empty");
+        let mut broker = Proc::broker(&self.bin, &self.dir, "s6-empty", &url, &self.token)?;
+        let ready = broker.wait_ready("/readyz", Duration::from_secs(60))?;
+        std::thread::sleep(Duration::from_secs_f64(self.s.idle_settle_s));
+        let mut idle = Row::new("S6 idle", "empty broker");
+        idle.ready_s = Some(ready.as_secs_f64());
+        idle.peak_rss_mb = broker.peak_rss_mb();
+        idle.rss_mb = broker.rss_mb();
+        idle.notes.push(format!(
+            "RSS {:.1} MB after {:.0} s idle (peak {:.1} MB), ready in {:.2} s",
+            idle.rss_mb.unwrap_or(0.0),
+            self.s.idle_settle_s,
+            idle.peak_rss_mb.unwrap_or(0.0),
+            ready.as_secs_f64()
+        ));
+        broker.stop(Duration::from_secs(30))?;
+        self.log(format!("S6 idle: RSS {:.1} MB", idle.rss_mb.unwrap_or(0.0)));
+        Ok(vec![row, idle])
+    }
+
+    fn s7(&mut self) -> anyhow::Result<Row> {
+        let n = self.s.s7_webhooks;
+        self.log(format!(
+            "S7: one event to {} webhooks (one app; seeded with Diesel batch inserts)",
+            thousands(n as f64)
+        ));
+        let path = self.dir.join("s7.db");
+        let rport = self.rport;
+        let (apps, _) =
+            seed::sqlite_with_webhooks(&path, 1, n, |k| format!("http://127.0.0.1:{rport}/r/{k}"))?;
+        let url = self.sqlite_url("s7");
+        let mut broker = Proc::broker(&self.bin, &self.dir, "s7", &url, &self.token)?;
+        broker.wait_ready("/readyz", Duration::from_secs(60))?;
+        let round = self.new_round(n, 1);
+        let load = Load::new();
+        let cpu0 = CpuSnap::take(Some(broker.pid()));
+        let us = now_us();
+        let body = format!(
+            r#"{{"event":"channel_live","appId":"{}","eventTime":{},"channel":{{"id":"ch-0","seq":0,"sentUs":{us},"run":{}}}}}"#,
+            apps[0],
+            us / 1000,
+            round.run
+        );
+        load.started(us);
+        let (status, answer) = http(broker.port, "POST", "/v1/events", Some(&self.token), &body)?;
+        if status == 202 {
+            load.ok(&round, 0, us);
+        } else {
+            load.error(format!("HTTP {status}"), us);
+            self.log(format!("S7: POST /v1/events answered {status}: {answer}"));
+        }
+        let drain_s = self.drain("S7", &round, load.accepted.load(Relaxed) * n as u64);
+        let cpu = CpuSnap::take(Some(broker.pid())).since(&cpu0);
+        let mut row = Row::new(
+            "S7",
+            &format!("1 event -> {} webhooks", thousands(n as f64)),
+        );
+        row.webhooks = Some(n);
+        row.peak_rss_mb = broker.peak_rss_mb();
+        broker.stop(Duration::from_secs(30))?;
+        let m = Measured {
+            round: round.clone(),
+            load,
+            cpu,
+            unique_at_load_end: 0,
+            load_s: 0.0,
+            drain_s,
+        };
+        let db = match seed::db_state(&url, round.run) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                row.notes
+                    .push(format!("could not read the database after the run: {e:#}"));
+                None
+            }
+        };
+        self.fill(&mut row, &m, db.as_ref());
+        row.load_s = None;
+        row.accepted_per_s = None;
+        row.delivered_during_load_per_s = None;
+        if row.deliveries_received as usize >= n {
+            let all = (round.last_arrival_us() - us) as f64 / 1e6;
+            row.all_delivered_s = Some(all);
+            row.notes.push(format!(
+                "all {} delivered {all:.2} s after the POST (202 after {:.1} ms)",
+                thousands(n as f64),
+                row.ack_p50_ms.unwrap_or(0.0)
+            ));
+        } else {
+            row.notes.push(format!(
+                "only {} of {} delivered within the bound",
+                row.deliveries_received, n
+            ));
+        }
+        if self.s.quick {
+            row.notes
+                .push("quick run: far fewer webhooks than the target's 10,000".into());
+        }
+        self.receivers.end();
+        Ok(row)
+    }
+}
