@@ -63,13 +63,10 @@ pub async fn create_app(
     state: web::Data<ApiState>,
     body: web::Json<CreateAppBody>,
 ) -> Result<HttpResponse, BrokerError> {
-    let name = body.into_inner().name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 255 {
-        return Err(BrokerError::bad_request(
-            "invalid_name",
-            "name must be 1 to 255 characters",
-        ));
-    }
+    // The same rule as `webhook-broker apps create`.
+    let name = crate::db::apps::normalize_name(&body.into_inner().name).ok_or_else(|| {
+        BrokerError::bad_request("invalid_name", "name must be 1 to 255 characters")
+    })?;
     let created = state.registry.send(CreateApp { name }).await??;
     Ok(HttpResponse::Created().json(CreatedApp {
         id: created.app.id,
