@@ -49,13 +49,9 @@ pub struct CreatedApp {
     responses(
         (status = 201, description = "The app, with its API key", body = CreatedApp),
         (status = 400, description = "Malformed JSON or an invalid name", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "An app API key instead of the admin token", body = ErrorBody),
+        super::openapi::AdminFailures,
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
         (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn create_app(
@@ -115,13 +111,9 @@ pub struct AcceptedEvent {
     responses(
         (status = 202, description = "The event and its deliveries are committed", body = AcceptedEvent),
         (status = 400, description = "Malformed JSON, an unknown event, a channel that is not an object or a negative eventTime", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "An app API key instead of the admin token", body = ErrorBody),
+        super::openapi::AdminFailures,
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
         (status = 422, description = "A missing field, a wrong type or an unknown appId", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn ingest_event(

@@ -246,12 +246,8 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "A page of the webhook's deliveries, newest first", body = DeliveryPage),
         (status = 400, description = "An invalid page, length, status or query string", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn list(
@@ -299,12 +295,8 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "The delivery with every attempt", body = DeliveryDetail),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app, or no such delivery under it", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn get(
@@ -342,13 +334,9 @@ pub async fn get(
     ),
     responses(
         (status = 202, description = "The delivery is pending again, due now", body = RetryAccepted),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app, or no such delivery under it", body = ErrorBody),
         (status = 409, description = "The delivery is already pending", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn retry(
@@ -404,14 +392,10 @@ pub struct RecoverBody {
     responses(
         (status = 202, description = "The failed deliveries are pending again", body = Recovered),
         (status = 400, description = "Malformed JSON or a negative since", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
         (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn recover(

@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use super::{admin, deliveries, health, webhooks};
 use crate::error::{ErrorBody, ErrorDetail};
@@ -155,4 +155,52 @@ pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(document())
+}
+
+/// The failures every endpoint taking an app API key can answer.
+#[derive(IntoResponses)]
+pub enum AppKeyFailures {
+    /// No or wrong bearer token.
+    #[response(status = 401, description = "No or wrong bearer token",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
+    Unauthorized(ErrorBody),
+    /// The wrong kind of credential.
+    #[response(
+        status = 403,
+        description = "The admin token instead of an app API key"
+    )]
+    Forbidden(ErrorBody),
+    /// A fault of the broker.
+    #[response(status = 500, description = "A fault of the broker")]
+    Internal(ErrorBody),
+    /// The database cannot be reached.
+    #[response(
+        status = 503,
+        description = "The database cannot be reached; retry later"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// The failures every endpoint taking the admin token can answer.
+#[derive(IntoResponses)]
+pub enum AdminFailures {
+    /// No or wrong bearer token.
+    #[response(status = 401, description = "No or wrong bearer token",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
+    Unauthorized(ErrorBody),
+    /// The wrong kind of credential.
+    #[response(
+        status = 403,
+        description = "An app API key instead of the admin token"
+    )]
+    Forbidden(ErrorBody),
+    /// A fault of the broker.
+    #[response(status = 500, description = "A fault of the broker")]
+    Internal(ErrorBody),
+    /// The database cannot be reached.
+    #[response(
+        status = 503,
+        description = "The database cannot be reached; retry later"
+    )]
+    Unavailable(ErrorBody),
 }

@@ -213,13 +213,9 @@ pub struct Secret {
                 ("RecoverWebhook" = (operation_id = "recoverWebhook", parameters(("webhook_id" = "$response.body#/id")))),
             )),
         (status = 400, description = "Malformed JSON, an invalid uri, event or status, or a private target", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
         (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn create(
@@ -298,11 +294,7 @@ pub fn parse_page(page: Option<&str>, length: Option<&str>) -> Result<(usize, us
     responses(
         (status = 200, description = "A page of the app's webhooks, oldest first", body = WebhookPage),
         (status = 400, description = "An invalid page, length, event or query string", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
+        super::openapi::AppKeyFailures,
     ),
 )]
 pub async fn list(
@@ -343,12 +335,8 @@ pub async fn list(
     params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
     responses(
         (status = 200, description = "The webhook", body = WebhookView),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn get(
@@ -378,14 +366,10 @@ pub async fn get(
     responses(
         (status = 200, description = "The updated webhook", body = WebhookView),
         (status = 400, description = "Malformed JSON, an invalid uri, event or status, or a private target", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
         (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn update(
@@ -429,12 +413,8 @@ pub struct DeleteQuery {
     responses(
         (status = 200, description = "Deleted (or the events removed): an empty object", body = Deleted),
         (status = 400, description = "An invalid event or query string", body = ErrorBody),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn delete(
@@ -468,12 +448,8 @@ pub async fn delete(
     params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
     responses(
         (status = 200, description = "The current signing secret", body = Secret),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn secret(
@@ -502,12 +478,8 @@ pub async fn secret(
     params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
     responses(
         (status = 200, description = "The new signing secret; the previous one keeps signing beside it for BROKER_SECRET_GRACE", body = Secret),
-        (status = 401, description = "No or wrong bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The admin token instead of an app API key", body = ErrorBody),
+        super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
-        (status = 500, description = "A fault of the broker", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry later", body = ErrorBody),
     ),
 )]
 pub async fn rotate_secret(
