@@ -447,14 +447,7 @@ pub fn channel_id(channel: &Map<String, Value>) -> Option<String> {
         return Some(id);
     }
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(id.as_bytes());
-    Some(format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))
+    Some(format!("sha256:{:x}", Sha256::digest(id.as_bytes())))
 }
 
 #[cfg(test)]

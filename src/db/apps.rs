@@ -21,8 +21,7 @@ pub fn normalize_name(raw: &str) -> Option<String> {
 
 /// The SHA-256 of an API key, hex: what is stored and looked up.
 pub fn hash_api_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(key.as_bytes()))
 }
 
 /// A new API key: `wbk_` and 32 random bytes, base64url.

@@ -5,7 +5,10 @@
 //! it holds, and claims pending deliveries whose lease has lapsed (their
 //! owner died) or that nobody owns (released at shutdown, or requeued).
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use super::models::{status, AttemptRow, DeliveryRow, EventRow};
 use super::schema::{deliveries, delivery_attempts, events, webhooks};
@@ -69,11 +72,22 @@ pub struct AttemptOutcome {
 }
 
 /// Records attempts and their effect on their deliveries, all in one
-/// transaction, in order.
+/// transaction. The attempts go in as multi-row inserts; each delivery is
+/// written once, with its last outcome in the batch: on MySQL through one
+/// `UPDATE ... CASE` per [`OUTCOME_CHUNK`] deliveries, on SQLite through a
+/// cached one-row `UPDATE` each.
 pub fn record_attempts(
     conn: &mut DbConn,
     batch: &[(AttemptRow, AttemptOutcome)],
 ) -> QueryResult<()> {
+    let finals = last_outcomes(batch);
+    let mut successes: HashMap<&str, i64> = HashMap::new();
+    for (_, outcome) in &finals {
+        if let Some(at) = outcome.delivered_at {
+            let best = successes.entry(outcome.webhook_id.as_str()).or_insert(at);
+            *best = (*best).max(at);
+        }
+    }
     conn.transaction(|conn| {
         for chunk in batch.chunks(200) {
             let rows: Vec<AttemptRow> = chunk.iter().map(|(a, _)| a.clone()).collect();
@@ -85,41 +99,165 @@ pub fn record_attempts(
             .values(&rows)
             .execute(c))?;
         }
-        for (attempt, outcome) in batch {
-            let done = outcome.status != status::PENDING;
-            diesel::update(deliveries::table.find(&attempt.delivery_id))
-                .set((
-                    deliveries::status.eq(outcome.status),
-                    deliveries::attempts.eq(attempt.attempt),
-                    deliveries::next_attempt_at.eq(outcome.next_attempt_at),
-                    deliveries::last_status_code.eq(attempt.status_code),
-                    deliveries::last_error.eq(&attempt.error),
-                    deliveries::delivered_at.eq(outcome.delivered_at),
-                ))
-                .execute(conn)?;
-            if let Some(at) = outcome.delivered_at {
-                diesel::update(
-                    webhooks::table.find(&outcome.webhook_id).filter(
-                        webhooks::last_success_at
-                            .is_null()
-                            .or(webhooks::last_success_at.lt(at)),
-                    ),
-                )
-                .set(webhooks::last_success_at.eq(at))
-                .execute(conn)?;
+        match conn {
+            DbConn::Mysql(c) => {
+                for chunk in finals.chunks(OUTCOME_CHUNK) {
+                    update_outcomes_in_one(c, chunk)?;
+                }
             }
-            if done {
-                // A finished delivery is nobody's work any more.
-                diesel::update(deliveries::table.find(&attempt.delivery_id))
-                    .set((
-                        deliveries::lease_owner.eq(None::<String>),
-                        deliveries::lease_until.eq(None::<i64>),
-                    ))
-                    .execute(conn)?;
+            // In process, a cached one-row statement per delivery is cheaper
+            // than one big statement, which SQLite's planner takes
+            // quadratic time to compile.
+            DbConn::Sqlite(c) => {
+                for (a, o) in &finals {
+                    let target = deliveries::table.find(&a.delivery_id);
+                    let outcome = (
+                        deliveries::status.eq(o.status),
+                        deliveries::attempts.eq(a.attempt),
+                        deliveries::next_attempt_at.eq(o.next_attempt_at),
+                        deliveries::last_status_code.eq(a.status_code),
+                        deliveries::last_error.eq(&a.error),
+                        deliveries::delivered_at.eq(o.delivered_at),
+                    );
+                    if is_done(o) {
+                        diesel::update(target)
+                            .set((
+                                outcome,
+                                deliveries::lease_owner.eq(None::<String>),
+                                deliveries::lease_until.eq(None::<i64>),
+                            ))
+                            .execute(c)?;
+                    } else {
+                        diesel::update(target).set(outcome).execute(c)?;
+                    }
+                }
             }
+        }
+        let mut successes: Vec<(&str, i64)> = successes.into_iter().collect();
+        // A fixed order keeps two writers from locking webhooks crosswise.
+        successes.sort_unstable();
+        for (webhook_id, at) in successes {
+            diesel::update(
+                webhooks::table.find(webhook_id).filter(
+                    webhooks::last_success_at
+                        .is_null()
+                        .or(webhooks::last_success_at.lt(at)),
+                ),
+            )
+            .set(webhooks::last_success_at.eq(at))
+            .execute(conn)?;
         }
         Ok(())
     })
+}
+
+/// Gives each delivery of `chunk` its outcome with one statement: on a
+/// server a statement per delivery costs a round trip each, which made the
+/// writes fall behind the sends.
+fn update_outcomes_in_one(
+    c: &mut diesel::MysqlConnection,
+    chunk: &[&(AttemptRow, AttemptOutcome)],
+) -> QueryResult<usize> {
+    let mut q = diesel::sql_query(outcome_update_sql(chunk)).into_boxed();
+    for (a, o) in chunk {
+        q = q.bind::<Text, _>(&a.delivery_id).bind::<Text, _>(o.status);
+    }
+    for (a, _) in chunk {
+        q = q
+            .bind::<Text, _>(&a.delivery_id)
+            .bind::<Integer, _>(a.attempt);
+    }
+    for (a, o) in chunk {
+        q = q
+            .bind::<Text, _>(&a.delivery_id)
+            .bind::<BigInt, _>(o.next_attempt_at);
+    }
+    for (a, _) in chunk {
+        q = q
+            .bind::<Text, _>(&a.delivery_id)
+            .bind::<Nullable<Integer>, _>(a.status_code);
+    }
+    for (a, _) in chunk {
+        q = q
+            .bind::<Text, _>(&a.delivery_id)
+            .bind::<Nullable<Text>, _>(&a.error);
+    }
+    for (a, o) in chunk {
+        q = q
+            .bind::<Text, _>(&a.delivery_id)
+            .bind::<Nullable<BigInt>, _>(o.delivered_at);
+    }
+    // Twice: lease_owner and lease_until.
+    for _ in 0..2 {
+        for (a, _) in chunk.iter().filter(|(_, o)| is_done(o)) {
+            q = q.bind::<Text, _>(&a.delivery_id);
+        }
+    }
+    for (a, _) in chunk {
+        q = q.bind::<Text, _>(&a.delivery_id);
+    }
+    q.execute(c)
+}
+
+/// The most deliveries one outcome `UPDATE` changes: each `CASE` is a
+/// linear scan, so the cost of a statement grows with the square of this.
+const OUTCOME_CHUNK: usize = 100;
+
+fn is_done(outcome: &AttemptOutcome) -> bool {
+    outcome.status != status::PENDING
+}
+
+/// The last outcome of each delivery in `batch`, which is what the
+/// deliveries must end up with (written in order, each outcome would
+/// overwrite the earlier ones of its delivery).
+fn last_outcomes(batch: &[(AttemptRow, AttemptOutcome)]) -> Vec<&(AttemptRow, AttemptOutcome)> {
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    for (i, (attempt, _)) in batch.iter().enumerate() {
+        last.insert(attempt.delivery_id.as_str(), i);
+    }
+    batch
+        .iter()
+        .enumerate()
+        .filter(|(i, (a, _))| last.get(a.delivery_id.as_str()) == Some(i))
+        .map(|(_, row)| row)
+        .collect()
+}
+
+/// The statement that gives each delivery of `chunk` its outcome. Every
+/// `CASE` names the delivery ids again: the SQL of both backends, with no
+/// temporary table and no backend-specific `UPDATE ... JOIN`. A finished
+/// delivery also loses its lease: it is nobody's work any more. Assignments
+/// depend only on `id`, so MySQL's left-to-right evaluation of `SET` and
+/// SQLite's all-at-once give the same rows.
+fn outcome_update_sql(chunk: &[&(AttemptRow, AttemptOutcome)]) -> String {
+    let n = chunk.len();
+    let whens = |k: usize| "WHEN ? THEN ? ".repeat(k);
+    let mut sql = String::with_capacity(64 + n * 120);
+    sql.push_str("UPDATE deliveries SET ");
+    for column in [
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "delivered_at",
+    ] {
+        sql.push_str(&format!("{column} = CASE id {}END, ", whens(n)));
+    }
+    let done = chunk.iter().filter(|(_, o)| is_done(o)).count();
+    if done > 0 {
+        for column in ["lease_owner", "lease_until"] {
+            sql.push_str(&format!(
+                "{column} = CASE id {}ELSE {column} END, ",
+                "WHEN ? THEN NULL ".repeat(done)
+            ));
+        }
+    }
+    sql.truncate(sql.len() - 2);
+    sql.push_str(" WHERE id IN (");
+    sql.push_str(&vec!["?"; n].join(", "));
+    sql.push(')');
+    sql
 }
 
 /// A pending delivery with the body it carries.
