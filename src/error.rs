@@ -129,6 +129,17 @@ impl ErrorBody {
     }
 }
 
+impl BrokerError {
+    /// The error of a whole batch that failed, for each of its members: the
+    /// batch could not be stored, so each is refused with 503.
+    pub fn for_each_of_batch(&self) -> BrokerError {
+        match self {
+            BrokerError::Unavailable(m) => BrokerError::Unavailable(m.clone()),
+            other => BrokerError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<DomainError> for BrokerError {
     fn from(e: DomainError) -> Self {
         let code = match e {

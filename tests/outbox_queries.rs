@@ -246,6 +246,53 @@ fn batches_larger_than_one_statement_are_written_whole(store: Store) {
     assert_eq!(attempts_and_last_success(&mut conn, wh), (450, Some(1_449)));
 }
 
+fn failing_outcomes_do_not_cost_the_events_their_commit(store: Store) {
+    let Some(outbox) = outbox(store, 1) else {
+        return;
+    };
+    let mut conn = outbox.pool.get().unwrap();
+    // Outcomes cannot be written once their table is gone.
+    diesel::sql_query("DROP TABLE delivery_attempts")
+        .execute(&mut conn)
+        .unwrap();
+    let wh = outbox.webhook_id.as_str();
+    let app_id: String = webhooks::table
+        .find(wh)
+        .select(webhooks::app_id)
+        .first(&mut conn)
+        .unwrap();
+    let event = EventRow {
+        id: db::new_id("evt"),
+        app_id,
+        event: "channel_stop".into(),
+        channel_id: Some("c1".into()),
+        event_time: 2,
+        payload: r#"{"event":"channel_stop"}"#.into(),
+        created_at: 2,
+    };
+    let mut row = delivery(&mut conn, "d0");
+    row.id = "d-new".into();
+    row.event_id = event.id.clone();
+    let outcomes = vec![(
+        attempt("d0", 1, Some(204), None),
+        outcome(wh, status::SUCCEEDED, 3, Some(3)),
+    )];
+    let result = db::deliveries::store_and_record(
+        &mut conn,
+        &[NewEvent {
+            event,
+            deliveries: vec![row],
+        }],
+        &outcomes,
+    )
+    .expect("the events commit");
+    assert!(result.is_err(), "the outcomes were not written");
+    // The event's delivery is stored; the outcome's delivery is untouched.
+    assert_eq!(delivery(&mut conn, "d-new").status, status::PENDING);
+    let d0 = delivery(&mut conn, "d0");
+    assert_eq!((d0.status.as_str(), d0.attempts), (status::PENDING, 0));
+}
+
 macro_rules! on_both_stores_sync {
     ($($name:ident),* $(,)?) => {
         $(
@@ -266,4 +313,5 @@ macro_rules! on_both_stores_sync {
 on_both_stores_sync!(
     a_mixed_batch_leaves_each_delivery_with_its_last_outcome,
     batches_larger_than_one_statement_are_written_whole,
+    failing_outcomes_do_not_cost_the_events_their_commit,
 );

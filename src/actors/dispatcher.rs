@@ -4,10 +4,10 @@
 //! Ingest is group-committed: [`ChannelEvent`]s that arrive while a batch is
 //! being written wait in the next batch, so one transaction (one fsync)
 //! carries every event that arrived together. For a batch the dispatcher
-//! asks the registry which webhooks match, commits the events and one
-//! delivery per webhook (leased to this instance), and only then hands the
-//! deliveries to their webhooks' actors, in acceptance order, and answers
-//! the senders: an acknowledged event is durable.
+//! asks the registry which webhooks match, has the recorder commit the
+//! events and one delivery per webhook (leased to this instance), and only
+//! then hands the deliveries to their webhooks' actors, in acceptance order,
+//! and answers the senders: an acknowledged event is durable.
 //!
 //! It also owns the running delivery actors (started on demand, spread over
 //! the delivery arbiters), forwards webhook changes to them, renews this
@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::delivery::{Deliver, DeliveryJob, DeliveryPolicy, Drain, Retarget, WebhookDelivery};
-use super::recorder::{Flush, Recorder};
+use super::recorder::{Flush, Persist, Recorder};
 use super::registry::{DeliveryTarget, MatchBatch, Registry, Targets, WebhookChanged};
 use crate::db::deliveries::{NewEvent, PendingDelivery};
 use crate::db::models::{status, DeliveryRow, EventRow};
@@ -144,7 +144,7 @@ impl Dispatcher {
         let n = self.batch.len().min(MAX_BATCH);
         let batch: Vec<(ChannelEvent, Reply)> = self.batch.drain(..n).collect();
         let registry = self.registry.clone();
-        let pool = self.pool.clone();
+        let recorder = self.recorder.clone();
         let (owner, lease_ms) = (self.leases.owner.clone(), self.lease_ms());
         let work = async move {
             let keys = batch
@@ -157,7 +157,7 @@ impl Dispatcher {
                     let e = BrokerError::from(e);
                     return batch
                         .into_iter()
-                        .map(|(_, reply)| (reply, Err(same_error(&e))))
+                        .map(|(_, reply)| (reply, Err(e.for_each_of_batch())))
                         .collect::<Vec<(Reply, Result<Handoff, BrokerError>)>>();
                 }
             };
@@ -174,29 +174,16 @@ impl Dispatcher {
                     Err(e) => answers.push((reply, Err(e))),
                 }
             }
-            let written = actix_web::web::block(move || {
-                let result = pool
-                    .get()
-                    .map_err(BrokerError::from)
-                    .and_then(|mut conn| Ok(db::deliveries::insert_events(&mut conn, &news)?));
-                (news, result)
-            })
-            .await;
-            match written {
-                Ok((news, Ok(()))) => {
+            let written = recorder.send(Persist(news)).await;
+            match written.map_err(BrokerError::from).and_then(|stored| stored) {
+                Ok(news) => {
                     for (new, (targets, reply)) in news.into_iter().zip(waiting) {
                         answers.push((reply, Ok((new, targets))));
                     }
                 }
-                Ok((_, Err(e))) => {
-                    for (_, reply) in waiting {
-                        answers.push((reply, Err(same_error(&e))));
-                    }
-                }
                 Err(e) => {
-                    let e = BrokerError::from(e);
                     for (_, reply) in waiting {
-                        answers.push((reply, Err(same_error(&e))));
+                        answers.push((reply, Err(e.for_each_of_batch())));
                     }
                 }
             }
@@ -245,6 +232,7 @@ impl Dispatcher {
                 let (pool, owner) = (pool.clone(), owner.clone());
                 let claimed = actix_web::web::block(move || {
                     let mut conn = pool.get()?;
+                    let _turn = pool.write_turn();
                     Ok::<_, BrokerError>(db::deliveries::claim(
                         &mut conn,
                         &owner,
@@ -286,6 +274,7 @@ impl Dispatcher {
         let until = now_ms() + self.lease_ms();
         let renew = actix_web::web::block(move || {
             let mut conn = pool.get().map_err(|e| e.to_string())?;
+            let _turn = pool.write_turn();
             db::deliveries::renew_leases(&mut conn, &owner, until).map_err(|e| e.to_string())
         });
         ctx.spawn(renew.into_actor(self).map(|res, _, _| match res {
@@ -297,14 +286,6 @@ impl Dispatcher {
 }
 
 type Handoff = (NewEvent, Vec<Arc<DeliveryTarget>>);
-
-/// The error of a whole batch, for each of its events.
-fn same_error(e: &BrokerError) -> BrokerError {
-    match e {
-        BrokerError::Unavailable(m) => BrokerError::Unavailable(m.clone()),
-        other => BrokerError::Unavailable(other.to_string()),
-    }
-}
 
 fn job_of(row: DeliveryRow, body: Bytes) -> DeliveryJob {
     DeliveryJob {

@@ -1,35 +1,49 @@
-//! The recorder owns the write-back of delivery outcomes. Delivery actors
-//! report each attempt here and move on; the recorder commits the reports in
-//! batches (one transaction for all that arrived while the previous batch
-//! was being written), in the order they arrived, and retries a batch that
-//! failed (say, while MariaDB restarts) until it lands, so an outcome is
-//! never dropped. It runs on the system arbiter; the writes themselves run on
-//! the blocking pool.
+//! The recorder owns the hot writes to the outbox: the events the
+//! dispatcher accepts ([`Persist`]) and the outcomes the delivery actors
+//! report ([`Record`]). Whatever of both arrived while the previous write
+//! was under way goes into the next transaction together: one commit (one
+//! fsync on SQLite) per round, and the delivery pages that an insert and the
+//! outcomes of the deliveries just before it both touch written once. The
+//! events are answered when their commit is done (or failed: then the
+//! dispatcher refuses them and nothing was stored). Outcomes are written in
+//! the order they arrived, inside a savepoint so they cannot cost the events
+//! their commit; a round whose outcomes failed (say, while MariaDB
+//! restarts) keeps them and tries again until they land, so an outcome is
+//! never dropped. It runs on the system arbiter; the writes themselves run
+//! on the blocking pool.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::db::deliveries::AttemptOutcome;
+use crate::db::deliveries::{AttemptOutcome, NewEvent};
 use crate::db::models::AttemptRow;
 use crate::db::{self, Pool};
+use crate::error::BrokerError;
 
-/// The most reports one transaction carries.
-const MAX_BATCH: usize = 1000;
-/// The longest pause between two tries of a failing batch.
+/// The most outcomes one transaction carries.
+const MAX_OUTCOMES: usize = 1000;
+/// The longest pause between two tries of failing outcomes.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+type Stored = Result<Vec<NewEvent>, BrokerError>;
 
 /// The recorder actor.
 pub struct Recorder {
     pool: Pool,
-    queue: VecDeque<Record>,
-    flushing: bool,
+    outcomes: VecDeque<(AttemptRow, AttemptOutcome)>,
+    events: Vec<(Vec<NewEvent>, oneshot::Sender<Stored>)>,
+    /// Whether a transaction carrying events, or outcomes, is under way.
+    writing_events: bool,
+    writing_outcomes: bool,
+    /// Failed outcome rounds in a row, and when outcomes may be tried again.
     failures: u32,
-    /// Callers of [`Flush`], each waiting for the reports queued before it.
+    retry_at: Option<Instant>,
+    /// Callers of [`Flush`], each waiting for the outcomes queued before it.
     waiters: Vec<(u64, oneshot::Sender<()>)>,
-    /// Reports queued so far, and reports committed so far.
+    /// Outcomes queued so far, and outcomes committed so far.
     queued: u64,
     committed: u64,
 }
@@ -39,60 +53,143 @@ impl Recorder {
     pub fn new(pool: Pool) -> Self {
         Recorder {
             pool,
-            queue: VecDeque::new(),
-            flushing: false,
+            outcomes: VecDeque::new(),
+            events: Vec::new(),
+            writing_events: false,
+            writing_outcomes: false,
             failures: 0,
+            retry_at: None,
             waiters: Vec::new(),
             queued: 0,
             committed: 0,
         }
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.queue.is_empty() {
+    /// Starts writing what is waiting. On SQLite (one writer) events and
+    /// outcomes share each transaction; on MySQL, whose row locks let
+    /// writers run side by side, they go in two lanes of their own, so
+    /// events are never queued behind a round trip for outcomes.
+    fn write(&mut self, ctx: &mut Context<Self>) {
+        if self.pool.single_writer() {
+            self.start(ctx, true, true);
+        } else {
+            self.start(ctx, true, false);
+            self.start(ctx, false, true);
+        }
+    }
+
+    /// Starts a transaction with what waits of events and/or outcomes,
+    /// unless their lane is already writing (then they go in the next).
+    fn start(&mut self, ctx: &mut Context<Self>, with_events: bool, with_outcomes: bool) {
+        if (with_events && self.writing_events) || (with_outcomes && self.writing_outcomes) {
             return;
         }
-        self.flushing = true;
-        let n = self.queue.len().min(MAX_BATCH);
-        let batch: Vec<Record> = self.queue.drain(..n).collect();
+        let events_waiting = with_events && !self.events.is_empty();
+        let backing_off = self.retry_at.is_some_and(|at| Instant::now() < at);
+        // Events are never held back: their senders are waiting for an
+        // answer. Outcomes that failed wait out their backoff, unless events
+        // make a transaction anyway.
+        let n = if with_outcomes && (!backing_off || events_waiting) {
+            self.outcomes.len().min(MAX_OUTCOMES)
+        } else {
+            0
+        };
+        if n == 0 && !events_waiting {
+            return;
+        }
+        self.writing_events |= with_events;
+        self.writing_outcomes |= with_outcomes;
+        let outcomes: Vec<(AttemptRow, AttemptOutcome)> = self.outcomes.drain(..n).collect();
+        let taken = if with_events {
+            std::mem::take(&mut self.events)
+        } else {
+            Vec::new()
+        };
+        let (events, replies): (Vec<Vec<NewEvent>>, Vec<oneshot::Sender<Stored>>) =
+            taken.into_iter().unzip();
+        let sizes: Vec<usize> = events.iter().map(Vec::len).collect();
         let pool = self.pool.clone();
         let write = actix_web::web::block(move || {
-            let rows: Vec<(AttemptRow, AttemptOutcome)> = batch
-                .iter()
-                .map(|r| (r.attempt.clone(), r.outcome.clone()))
-                .collect();
-            let result = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
-                db::deliveries::record_attempts(&mut conn, &rows).map_err(|e| e.to_string())
+            let all: Vec<NewEvent> = events.into_iter().flatten().collect();
+            let result = pool.get().map_err(BrokerError::from).and_then(|mut conn| {
+                let _turn = pool.write_turn();
+                Ok(db::deliveries::store_and_record(
+                    &mut conn, &all, &outcomes,
+                )?)
             });
-            (batch, result)
+            (all, outcomes, result)
         });
-        ctx.spawn(write.into_actor(self).map(|res, act, ctx| {
-            act.flushing = false;
-            match res {
-                Ok((batch, Ok(()))) => {
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            if with_events {
+                act.writing_events = false;
+            }
+            if with_outcomes {
+                act.writing_outcomes = false;
+            }
+            let (all, outcomes, result) = match res {
+                Ok(done) => done,
+                Err(_) => {
+                    log::error!("the blocking pool is gone; nothing more is written");
+                    return;
+                }
+            };
+            let (stored, recorded) = match result {
+                Ok(recorded) => (Ok(()), recorded.map_err(|e| e.to_string())),
+                Err(e) => {
+                    let why = e.to_string();
+                    (Err(e), Err(why))
+                }
+            };
+            answer(all, &sizes, replies, stored);
+            match recorded {
+                Ok(()) => {
                     act.failures = 0;
-                    act.committed += batch.len() as u64;
+                    act.retry_at = None;
+                    act.committed += outcomes.len() as u64;
                     let committed = act.committed;
                     // Dropping a satisfied waiter's sender wakes it.
                     act.waiters.retain(|(upto, _)| *upto > committed);
-                    act.flush(ctx);
                 }
-                Ok((batch, Err(e))) => {
+                Err(why) if !outcomes.is_empty() => {
                     crate::metrics::metrics().database_errors.inc();
                     act.failures += 1;
                     let pause = backoff(act.failures);
                     log::warn!(
-                        "could not record {} delivery outcomes ({e}); retrying in {pause:?}",
-                        batch.len()
+                        "could not record {} delivery outcomes ({why}); retrying in {pause:?}",
+                        outcomes.len()
                     );
-                    for r in batch.into_iter().rev() {
-                        act.queue.push_front(r);
+                    for row in outcomes.into_iter().rev() {
+                        act.outcomes.push_front(row);
                     }
-                    ctx.run_later(pause, |act, ctx| act.flush(ctx));
+                    act.retry_at = Some(Instant::now() + pause);
+                    ctx.run_later(pause, |act, ctx| act.write(ctx));
                 }
-                Err(_) => log::error!("the blocking pool is gone; outcomes not recorded"),
+                Err(_) => {}
             }
+            act.write(ctx);
         }));
+    }
+}
+
+/// Gives each sender of events its own back (`sizes` says how many each
+/// sent), stored, or the error.
+fn answer(
+    all: Vec<NewEvent>,
+    sizes: &[usize],
+    replies: Vec<oneshot::Sender<Stored>>,
+    stored: Result<(), BrokerError>,
+) {
+    if let Err(e) = &stored {
+        for reply in replies {
+            let _ = reply.send(Err(e.for_each_of_batch()));
+        }
+        return;
+    }
+    // Only the dispatcher sends events, one batch at a time, so this is
+    // nearly always a single reply; the split keeps any number right.
+    let mut all = all.into_iter();
+    for (reply, &n) in replies.into_iter().zip(sizes) {
+        let _ = reply.send(Ok(all.by_ref().take(n).collect()));
     }
 }
 
@@ -119,13 +216,37 @@ impl Handler<Record> for Recorder {
     type Result = ();
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
-        self.queue.push_back(msg);
+        self.outcomes.push_back((msg.attempt, msg.outcome));
         self.queued += 1;
-        self.flush(ctx);
+        self.write(ctx);
     }
 }
 
-/// Resolves once every report queued before it is committed.
+/// Accepted events and their deliveries, to be stored; answered with them
+/// once they are committed, or with why they could not be.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<NewEvent>, BrokerError>")]
+pub struct Persist(pub Vec<NewEvent>);
+
+impl Handler<Persist> for Recorder {
+    type Result = ResponseFuture<Stored>;
+
+    fn handle(&mut self, msg: Persist, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if msg.0.is_empty() {
+            let _ = tx.send(Ok(msg.0));
+        } else {
+            self.events.push((msg.0, tx));
+        }
+        self.write(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(BrokerError::Unavailable("the broker stopped".into())))
+        })
+    }
+}
+
+/// Resolves once every outcome queued before it is committed.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Flush;
@@ -139,7 +260,7 @@ impl Handler<Flush> for Recorder {
             let _ = tx.send(());
         } else {
             self.waiters.push((self.queued, tx));
-            self.flush(ctx);
+            self.write(ctx);
         }
         Box::pin(async move {
             let _ = rx.await;

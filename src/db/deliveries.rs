@@ -43,18 +43,38 @@ pub fn insert_events(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
         // Bounded chunks keep each statement under the backends' limits on
         // bound parameters.
         for chunk in events.chunks(200) {
-            let chunk: Vec<EventRow> = chunk.iter().map(|e| (*e).clone()).collect();
             on_backend!(conn, |c| diesel::insert_into(events::table)
-                .values(&chunk)
+                .values(chunk.to_vec())
                 .execute(c))?;
         }
         for chunk in rows.chunks(200) {
-            let chunk: Vec<DeliveryRow> = chunk.iter().map(|r| (*r).clone()).collect();
             on_backend!(conn, |c| diesel::insert_into(deliveries::table)
-                .values(&chunk)
+                .values(chunk.to_vec())
                 .execute(c))?;
         }
         Ok(())
+    })
+}
+
+/// Stores accepted events and records attempt outcomes in one transaction:
+/// one commit (one fsync on SQLite) for both, and the pages they share
+/// written once. The outcomes are recorded inside a savepoint, so they can
+/// never cost the events their commit: the inner result says whether they
+/// were written, the outer one whether anything was.
+pub fn store_and_record(
+    conn: &mut DbConn,
+    events: &[NewEvent],
+    outcomes: &[(AttemptRow, AttemptOutcome)],
+) -> QueryResult<QueryResult<()>> {
+    conn.transaction(|conn| {
+        if !events.is_empty() {
+            insert_events(conn, events)?;
+        }
+        if outcomes.is_empty() {
+            return Ok(Ok(()));
+        }
+        // Nested, this transaction is a savepoint.
+        Ok(record_attempts(conn, outcomes))
     })
 }
 

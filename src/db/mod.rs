@@ -8,6 +8,8 @@ pub mod models;
 pub mod schema;
 pub mod webhooks;
 
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::connection::SimpleConnection;
@@ -29,8 +31,39 @@ pub enum DbConn {
     Mysql(MysqlConnection),
 }
 
-/// A pool of [`DbConn`]s. Cloning shares the pool.
-pub type Pool = r2d2::Pool<Manager>;
+/// A pool of [`DbConn`]s (it derefs to the r2d2 pool). Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: r2d2::Pool<Manager>,
+    writer: Option<Arc<Mutex<()>>>,
+}
+
+impl Deref for Pool {
+    type Target = r2d2::Pool<Manager>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl Pool {
+    /// Whether the store takes one writer at a time (SQLite).
+    pub fn single_writer(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Waits for this process's turn to write, on SQLite (`None` on MySQL,
+    /// whose row locks let writers run side by side). SQLite has one writer
+    /// at a time, and a connection that finds the lock taken sleeps in steps
+    /// of 1, 2, 5, 10... ms before it looks again; queueing here instead
+    /// hands the lock over the moment it is free. Hold the guard across the
+    /// whole write transaction.
+    pub fn write_turn(&self) -> Option<MutexGuard<'_, ()>> {
+        self.writer
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
 
 /// A pooled connection.
 pub type PooledConn = r2d2::PooledConnection<Manager>;
@@ -98,14 +131,15 @@ pub fn open(url: &DatabaseUrl) -> Result<Pool, OpenError> {
         DatabaseUrl::Sqlite(_) => 8,
         DatabaseUrl::Mysql(_) => 16,
     };
-    let pool = r2d2::Pool::builder()
+    let inner = r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(3))
         .build(Manager { url: url.clone() })?;
-    let mut conn = pool.get()?;
+    let mut conn = inner.get()?;
     run_migrations(&mut conn).map_err(|e| OpenError::Migrate(e.to_string()))?;
-    Ok(pool)
+    let writer = matches!(url, DatabaseUrl::Sqlite(_)).then(|| Arc::new(Mutex::new(())));
+    Ok(Pool { inner, writer })
 }
 
 /// Applies the embedded migrations of the connection's backend.
