@@ -417,6 +417,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
             .to_string(),
         format!("Load average (1/5/15 min) before: {load_before}; after: {load_after}."),
     ];
+    if cfg!(debug_assertions) {
+        notes.insert(
+            0,
+            "DEBUG BUILD (a smoke run): the figures say nothing about speed; build with              `cargo build --release` and run `target/release/webhook-bench` to measure."
+                .to_string(),
+        );
+    }
     let busiest = rows
         .iter()
         .filter_map(|r| r.other_cpu_share.map(|s| (s, r.id.as_str())))
