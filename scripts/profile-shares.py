@@ -3,7 +3,7 @@
 quotes them (the first rule a stack matches wins)."""
 import sys, collections
 rules=[
- ("storage: SQLite via Diesel (statements, commit: WAL write + fsync)", ["webhook_broker::db::","sqlite3","diesel::"]),
+ ("storage: Diesel and the database (SQLite in process incl. WAL write + fsync; MySQL: client side)", ["webhook_broker::db::","sqlite3","diesel::"]),
  ("delivery: HTTP client (awc) incl. socket I/O", ["awc::"]),
  ("signing (HMAC-SHA256)", ["signature::"]),
  ("ingest: HTTP server (actix-web: parse, auth, JSON, answer) incl. socket I/O", ["actix_http::h1::dispatcher","actix_server::"]),

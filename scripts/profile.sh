@@ -3,7 +3,8 @@
 # broker process (of the bench process for S5, where the broker runs in it),
 # a flame graph and the shares by part that docs/benchmarks.md quotes.
 #
-#   scripts/profile.sh S1 [seconds]        # S1, S2, S3, S5 (S4: add --mysql below)
+#   scripts/profile.sh S1 [seconds]        # S1, S2, S3, S4 (its S1 part; MariaDB on
+#                                          # 127.0.0.1:3306, or MYSQL_URL), S5
 #
 # Needs a release build (`cargo build --release`), Debian's linux-perf and
 # inferno (`cargo install inferno`). Writes target/profile-<S>.{data,folded,svg}.
@@ -15,7 +16,9 @@ out="target/profile-$scenario"
 bench=target/release/webhook-bench
 [ -x "$bench" ] || { echo "build first: cargo build --release"; exit 2; }
 
-"$bench" --scenarios "$scenario" --mysql none --duration $((secs + 5)) \
+mysql=none
+[ "$scenario" = S4 ] && mysql="${MYSQL_URL:-mysql://root@127.0.0.1:3306}"
+"$bench" --scenarios "$scenario" --mysql "$mysql" --duration $((secs + 5)) \
     >"$out.bench.txt" 2>"$out.bench.log" &
 bench_pid=$!
 if [ "$scenario" = S5 ]; then
