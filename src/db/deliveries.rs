@@ -37,26 +37,23 @@ pub struct NewEvent {
 /// Stores a batch of events and their deliveries in one transaction: one
 /// commit (one fsync) for every event that arrived together.
 pub fn insert_events(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
-    conn.transaction(|conn| insert_rows(conn, batch))
-}
-
-/// The inserts of [`insert_events`], in the caller's transaction.
-fn insert_rows(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
     let events: Vec<&EventRow> = batch.iter().map(|e| &e.event).collect();
     let rows: Vec<&DeliveryRow> = batch.iter().flat_map(|e| &e.deliveries).collect();
-    // Bounded chunks keep each statement under the backends' limits on
-    // bound parameters.
-    for chunk in events.chunks(200) {
-        on_backend!(conn, |c| diesel::insert_into(events::table)
-            .values(chunk.to_vec())
-            .execute(c))?;
-    }
-    for chunk in rows.chunks(200) {
-        on_backend!(conn, |c| diesel::insert_into(deliveries::table)
-            .values(chunk.to_vec())
-            .execute(c))?;
-    }
-    Ok(())
+    conn.transaction(|conn| {
+        // Bounded chunks keep each statement under the backends' limits on
+        // bound parameters.
+        for chunk in events.chunks(200) {
+            on_backend!(conn, |c| diesel::insert_into(events::table)
+                .values(chunk.to_vec())
+                .execute(c))?;
+        }
+        for chunk in rows.chunks(200) {
+            on_backend!(conn, |c| diesel::insert_into(deliveries::table)
+                .values(chunk.to_vec())
+                .execute(c))?;
+        }
+        Ok(())
+    })
 }
 
 /// Stores accepted events and records attempt outcomes in one transaction:
@@ -69,18 +66,16 @@ pub fn store_and_record(
     events: &[NewEvent],
     outcomes: &[(AttemptRow, AttemptOutcome)],
 ) -> QueryResult<QueryResult<()>> {
-    // Only a round with both needs the savepoint; the others save its
-    // statements (round trips, on MySQL, whose writes come one kind a time).
-    match (events.is_empty(), outcomes.is_empty()) {
-        (true, true) => Ok(Ok(())),
-        (false, true) => insert_events(conn, events).map(Ok),
-        (true, false) => Ok(record_attempts(conn, outcomes)),
-        (false, false) => conn.transaction(|conn| {
-            insert_rows(conn, events)?;
-            // Nested, this transaction is a savepoint.
-            Ok(record_attempts(conn, outcomes))
-        }),
-    }
+    conn.transaction(|conn| {
+        if !events.is_empty() {
+            insert_events(conn, events)?;
+        }
+        if outcomes.is_empty() {
+            return Ok(Ok(()));
+        }
+        // Nested, this transaction is a savepoint.
+        Ok(record_attempts(conn, outcomes))
+    })
 }
 
 /// What an attempt changes on its delivery.
