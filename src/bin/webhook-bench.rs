@@ -420,7 +420,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
     if cfg!(debug_assertions) {
         notes.insert(
             0,
-            "DEBUG BUILD (a smoke run): the figures say nothing about speed; build with              `cargo build --release` and run `target/release/webhook-bench` to measure."
+            "DEBUG BUILD (a smoke run): the figures say nothing about speed; build with \
+             `cargo build --release` and run `target/release/webhook-bench` to measure."
                 .to_string(),
         );
     }
