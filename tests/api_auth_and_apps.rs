@@ -8,26 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{Receiver, Reply, Store, TestApp, ADMIN_TOKEN};
+use common::{assert_error, Receiver, Reply, Store, TestApp, ADMIN_TOKEN};
 
 /// Asserts a reply is the broker's JSON error with `status`:
 /// `{"error": {"code": "...", "message": "..."}}`.
-fn assert_error(r: &Reply, status: u16, context: &str) {
-    assert_eq!(r.status, status, "{context}: {:?}", r.body);
-    let code = r.body["error"]["code"].as_str();
-    assert!(
-        code.is_some_and(|c| !c.is_empty()),
-        "{context}: no error code in {:?}",
-        r.body
-    );
-    let message = r.body["error"]["message"].as_str();
-    assert!(
-        message.is_some_and(|m| !m.is_empty()),
-        "{context}: no error message in {:?}",
-        r.body
-    );
-}
-
 /// Sends a request with an exact `Authorization` header value (or none).
 async fn call_with_authorization(
     app: &TestApp,

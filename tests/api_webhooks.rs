@@ -11,26 +11,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use common::{Reply, Store, TestApp};
+use common::{assert_error, Reply, Store, TestApp};
 
 const ALL_EVENTS: [&str; 3] = ["channel_live", "channel_stop", "channel_ended"];
-
-/// Asserts a reply is the broker's JSON error with `status`.
-fn assert_error(r: &Reply, status: u16, context: &str) {
-    assert_eq!(r.status, status, "{context}: {:?}", r.body);
-    assert!(
-        r.body["error"]["code"]
-            .as_str()
-            .is_some_and(|c| !c.is_empty()),
-        "{context}: no error code in {:?}",
-        r.body
-    );
-    assert!(
-        r.body["error"]["message"].is_string(),
-        "{context}: no error message in {:?}",
-        r.body
-    );
-}
 
 /// The ids of a list answer's `data`, in order.
 fn ids(page: &Value) -> Vec<String> {

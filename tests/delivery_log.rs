@@ -11,25 +11,13 @@ use std::time::Duration;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use common::{Answer, Received, Receiver, Reply, Store, TestApp, TestDb};
+use common::{assert_error, Answer, Received, Receiver, Reply, Store, TestApp, TestDb};
 use webhook_broker::actors::janitor::{PruneNow, Pruned};
 use webhook_broker::db::models::{AttemptRow, DeliveryRow, EventRow};
 use webhook_broker::db::now_ms;
 use webhook_broker::db::schema::{deliveries, delivery_attempts, events};
 
 const SETTLE: Duration = Duration::from_secs(10);
-
-/// Asserts a reply is the broker's JSON error with `status`.
-fn assert_error(r: &Reply, status: u16, context: &str) {
-    assert_eq!(r.status, status, "{context}: {:?}", r.body);
-    assert!(
-        r.body["error"]["code"]
-            .as_str()
-            .is_some_and(|c| !c.is_empty()),
-        "{context}: no error code in {:?}",
-        r.body
-    );
-}
 
 async fn list(app: &TestApp, key: &str, webhook: &str, query: &str) -> Reply {
     app.call(

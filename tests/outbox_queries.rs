@@ -293,23 +293,6 @@ fn failing_outcomes_do_not_cost_the_events_their_commit(store: Store) {
     assert_eq!((d0.status.as_str(), d0.attempts), (status::PENDING, 0));
 }
 
-macro_rules! on_both_stores_sync {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn sqlite() {
-                    super::$name(super::Store::Sqlite)
-                }
-                #[test]
-                fn mysql() {
-                    super::$name(super::Store::Mysql)
-                }
-            }
-        )*
-    };
-}
-
 on_both_stores_sync!(
     a_mixed_batch_leaves_each_delivery_with_its_last_outcome,
     batches_larger_than_one_statement_are_written_whole,

@@ -110,13 +110,13 @@ pub fn record_attempts(
     }
     conn.transaction(|conn| {
         for chunk in batch.chunks(200) {
-            let rows: Vec<AttemptRow> = chunk.iter().map(|(a, _)| a.clone()).collect();
+            let rows: Vec<&AttemptRow> = chunk.iter().map(|(a, _)| a).collect();
             // An attempt already recorded (the same delivery attempted by two
             // holders, say) must not make the whole batch fail forever.
             on_backend!(conn, |c| diesel::insert_or_ignore_into(
                 delivery_attempts::table
             )
-            .values(&rows)
+            .values(rows.clone())
             .execute(c))?;
         }
         match conn {

@@ -45,6 +45,44 @@ macro_rules! on_both_stores {
     };
 }
 
+/// Runs a blocking test body once per store: `on_both_stores_sync!(name, ...)`
+/// expands to `name::sqlite` and `name::mysql`.
+#[macro_export]
+macro_rules! on_both_stores_sync {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name($crate::common::Store::Sqlite)
+                }
+                #[test]
+                fn mysql() {
+                    super::$name($crate::common::Store::Mysql)
+                }
+            }
+        )*
+    };
+}
+
+/// Asserts a reply is the broker's JSON error with `status`: a non-empty
+/// `error.code` and `error.message`.
+pub fn assert_error(r: &Reply, status: u16, context: &str) {
+    assert_eq!(r.status, status, "{context}: {:?}", r.body);
+    let code = r.body["error"]["code"].as_str();
+    assert!(
+        code.is_some_and(|c| !c.is_empty()),
+        "{context}: no error code in {:?}",
+        r.body
+    );
+    let message = r.body["error"]["message"].as_str();
+    assert!(
+        message.is_some_and(|m| !m.is_empty()),
+        "{context}: no error message in {:?}",
+        r.body
+    );
+}
+
 /// A database of the test's own, removed when dropped.
 pub struct TestDb {
     pub url: DatabaseUrl,
