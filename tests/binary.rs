@@ -3,6 +3,7 @@
 
 mod common;
 
+#[cfg(feature = "mysql")]
 use std::time::Duration;
 
 use common::daemon::{command as daemon, http, Running};
@@ -67,6 +68,7 @@ fn a_generated_token_is_refused_on_a_public_bind() {
     assert!(!stderr.contains("BROKER_ADMIN_TOKEN=adm_"), "{stderr}");
 }
 
+#[cfg(feature = "mysql")]
 #[test]
 fn the_daemon_runs_on_mariadb() {
     let Some(db) = common::TestDb::new(common::Store::Mysql) else {
@@ -122,5 +124,29 @@ fn an_unreachable_database_makes_the_daemon_exit_with_a_reason() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("database"), "{stderr}");
+    assert!(!dir.path().join("mysql:").exists());
+}
+
+#[cfg(not(feature = "mysql"))]
+#[test]
+fn a_build_without_mysql_refuses_a_mysql_url_and_names_the_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = daemon(
+        dir.path(),
+        &[
+            ("DATABASE_URL", "mysql://root@127.0.0.1:3306/test"),
+            ("BROKER_ADMIN_TOKEN", common::ADMIN_TOKEN),
+            ("BROKER_BIND", "127.0.0.1:0"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`mysql` feature"), "{stderr}");
+    assert!(
+        stderr.contains("cargo build --release --features mysql"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("mysql:").exists());
 }

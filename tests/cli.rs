@@ -15,7 +15,6 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel::SqliteConnection;
 use serde_json::Value;
-use webhook_broker::config::DatabaseUrl;
 use webhook_broker::db::apps::hash_api_key;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webhook-broker");
@@ -58,7 +57,9 @@ fn sqlite_dir() -> (tempfile::TempDir, String) {
     (dir, url)
 }
 
+#[cfg(feature = "mysql")]
 fn database_url(db: &common::TestDb) -> String {
+    use webhook_broker::config::DatabaseUrl;
     match &db.url {
         DatabaseUrl::Sqlite(path) => path.clone(),
         DatabaseUrl::Mysql(url) => url.clone(),
@@ -401,6 +402,7 @@ fn check_config_fails_on_an_unreachable_database() {
     assert!(!dir.path().join("mysql:").exists());
 }
 
+#[cfg(feature = "mysql")]
 #[test]
 fn apps_are_created_and_listed_on_mariadb() {
     let Some(db) = common::TestDb::new(common::Store::Mysql) else {

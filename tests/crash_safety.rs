@@ -157,6 +157,7 @@ mod no_accepted_event_is_lost_when_the_broker_is_killed {
     fn sqlite() {
         super::no_accepted_event_is_lost_when_the_broker_is_killed(super::Store::Sqlite)
     }
+    #[cfg(feature = "mysql")]
     #[test]
     fn mysql() {
         super::no_accepted_event_is_lost_when_the_broker_is_killed(super::Store::Mysql)

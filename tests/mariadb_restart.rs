@@ -6,6 +6,8 @@
 //! This file holds this one test only: it stops the shared MariaDB server,
 //! and cargo runs test binaries one after another, so no other MySQL test
 //! runs meanwhile. The server is always started again, even on a panic.
+//! It needs the `mysql` feature (`cargo test --features mysql`).
+#![cfg(feature = "mysql")]
 
 mod common;
 

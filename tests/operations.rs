@@ -4,16 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 
-use common::{Receiver, Store, TestApp, TestDb};
-use webhook_broker::config::DatabaseUrl;
+use common::{Receiver, Store, TestApp};
 
 async fn health_and_readiness_answer_200(store: Store) {
     let Some(app) = TestApp::spawn(store).await else {
@@ -110,103 +105,116 @@ async fn metrics_text(app: &TestApp) -> String {
     String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
 }
 
-/// A TCP proxy to MariaDB that the test can cut and restore, to take the
-/// database away from one broker without disturbing anything else.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
+/// Needs a MySQL server to take away (`cargo test --features mysql`).
+#[cfg(feature = "mysql")]
+mod database_away {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
 
-impl Proxy {
-    fn start(upstream: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (u, c) = (up.clone(), conns.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                if !u.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                c.lock().unwrap().push(client.try_clone().unwrap());
-                c.lock().unwrap().push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Proxy { port, up, conns }
+    use common::TestDb;
+    use webhook_broker::config::DatabaseUrl;
+
+    /// A TCP proxy to MariaDB that the test can cut and restore, to take the
+    /// database away from one broker without disturbing anything else.
+    struct Proxy {
+        port: u16,
+        up: Arc<AtomicBool>,
+        conns: Arc<Mutex<Vec<TcpStream>>>,
     }
 
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
+    impl Proxy {
+        fn start(upstream: u16) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let up = Arc::new(AtomicBool::new(true));
+            let conns = Arc::new(Mutex::new(Vec::new()));
+            let (u, c) = (up.clone(), conns.clone());
+            std::thread::spawn(move || {
+                for client in listener.incoming().flatten() {
+                    if !u.load(Ordering::SeqCst) {
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
+                    c.lock().unwrap().push(client.try_clone().unwrap());
+                    c.lock().unwrap().push(server.try_clone().unwrap());
+                    pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                    pipe(server, client);
+                }
+            });
+            Proxy { port, up, conns }
+        }
+
+        fn cut(&self) {
+            self.up.store(false, Ordering::SeqCst);
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+
+        fn restore(&self) {
+            self.up.store(true, Ordering::SeqCst);
         }
     }
 
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+    fn pipe(mut from: TcpStream, mut to: TcpStream) {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Both);
+        });
     }
-}
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
+    #[actix_web::test]
+    async fn readiness_turns_503_while_the_database_is_away_and_back_to_200() {
+        let Some(db) = TestDb::new(Store::Mysql) else {
+            return;
+        };
+        let DatabaseUrl::Mysql(url) = db.url.clone() else {
+            unreachable!()
+        };
+        let proxy = Proxy::start(3306);
+        let via_proxy = url.replacen("127.0.0.1:3306", &format!("127.0.0.1:{}", proxy.port), 1);
+        assert_ne!(via_proxy, url, "the test database URL is on 127.0.0.1:3306");
+        let app = TestApp::spawn_with(Arc::new(db), |c| {
+            c.database_url = DatabaseUrl::Mysql(via_proxy);
+        })
+        .await;
+        assert_eq!(app.call("GET", "/readyz", None, None).await.status, 200);
+
+        proxy.cut();
+        let r = app.call("GET", "/readyz", None, None).await;
+        assert_eq!(r.status, 503, "{:?}", r.body);
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database"));
+        assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+
+        proxy.restore();
+        assert!(
+            common::eventually(Duration::from_secs(10), || true).await,
+            "unreachable"
+        );
+        let mut status = 0;
+        for _ in 0..40 {
+            status = app.call("GET", "/readyz", None, None).await.status.as_u16();
+            if status == 200 {
                 break;
             }
+            actix_web::rt::time::sleep(Duration::from_millis(250)).await;
         }
-        let _ = to.shutdown(Shutdown::Both);
-    });
-}
-
-#[actix_web::test]
-async fn readiness_turns_503_while_the_database_is_away_and_back_to_200() {
-    let Some(db) = TestDb::new(Store::Mysql) else {
-        return;
-    };
-    let DatabaseUrl::Mysql(url) = db.url.clone() else {
-        unreachable!()
-    };
-    let proxy = Proxy::start(3306);
-    let via_proxy = url.replacen("127.0.0.1:3306", &format!("127.0.0.1:{}", proxy.port), 1);
-    assert_ne!(via_proxy, url, "the test database URL is on 127.0.0.1:3306");
-    let app = TestApp::spawn_with(Arc::new(db), |c| {
-        c.database_url = DatabaseUrl::Mysql(via_proxy);
-    })
-    .await;
-    assert_eq!(app.call("GET", "/readyz", None, None).await.status, 200);
-
-    proxy.cut();
-    let r = app.call("GET", "/readyz", None, None).await;
-    assert_eq!(r.status, 503, "{:?}", r.body);
-    assert!(r.body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("database"));
-    assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
-
-    proxy.restore();
-    assert!(
-        common::eventually(Duration::from_secs(10), || true).await,
-        "unreachable"
-    );
-    let mut status = 0;
-    for _ in 0..40 {
-        status = app.call("GET", "/readyz", None, None).await.status.as_u16();
-        if status == 200 {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(status, 200, "readiness did not come back with the database");
     }
-    assert_eq!(status, 200, "readiness did not come back with the database");
 }
 
 on_both_stores!(

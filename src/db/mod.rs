@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::connection::SimpleConnection;
+#[cfg(feature = "mysql")]
 use diesel::mysql::MysqlConnection;
 pub use diesel::r2d2::R2D2Connection;
 use diesel::r2d2::{self, ManageConnection};
@@ -27,7 +28,8 @@ use crate::config::DatabaseUrl;
 pub enum DbConn {
     /// The embedded default.
     Sqlite(SqliteConnection),
-    /// The production store.
+    /// The production store (the `mysql` feature).
+    #[cfg(feature = "mysql")]
     Mysql(MysqlConnection),
 }
 
@@ -69,6 +71,7 @@ impl Pool {
 pub type PooledConn = r2d2::PooledConnection<Manager>;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "mysql")]
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 // WAL lets readers run beside the one writer. `synchronous=FULL` syncs the
@@ -100,7 +103,10 @@ impl ManageConnection for Manager {
                     .map_err(ConnectionError::CouldntSetupConfiguration)?;
                 Ok(DbConn::Sqlite(conn))
             }
+            #[cfg(feature = "mysql")]
             DatabaseUrl::Mysql(url) => Ok(DbConn::Mysql(MysqlConnection::establish(url)?)),
+            #[cfg(not(feature = "mysql"))]
+            DatabaseUrl::Mysql(_) => Err(no_mysql()),
         }
     }
 
@@ -114,6 +120,16 @@ impl ManageConnection for Manager {
     }
 }
 
+/// What this build says to a `mysql://` URL when it has no MySQL support.
+pub const NO_MYSQL: &str = "this webhook-broker was built without MySQL support; \
+     rebuild it with the `mysql` feature: cargo build --release --features mysql \
+     (needs the MySQL client library, e.g. apt-get install libmariadb-dev)";
+
+#[cfg(not(feature = "mysql"))]
+fn no_mysql() -> ConnectionError {
+    ConnectionError::BadConnection(NO_MYSQL.into())
+}
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -123,10 +139,16 @@ pub enum OpenError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(String),
+    /// A `mysql://` URL given to a build without MySQL support.
+    #[error("{}", NO_MYSQL)]
+    NoMysql,
 }
 
 /// Opens a pool and brings the schema up to date.
 pub fn open(url: &DatabaseUrl) -> Result<Pool, OpenError> {
+    if matches!(url, DatabaseUrl::Mysql(_)) && !cfg!(feature = "mysql") {
+        return Err(OpenError::NoMysql);
+    }
     let max_size = match url {
         DatabaseUrl::Sqlite(_) => 8,
         DatabaseUrl::Mysql(_) => 16,
@@ -146,6 +168,7 @@ pub fn open(url: &DatabaseUrl) -> Result<Pool, OpenError> {
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match conn {
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(drop),
+        #[cfg(feature = "mysql")]
         DbConn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS).map(drop),
     }
 }
@@ -212,7 +235,10 @@ pub fn check(url: &DatabaseUrl) -> Result<Checked, CheckError> {
             diesel::sql_query("SELECT count(*) FROM sqlite_master").execute(&mut conn)?;
             DbConn::Sqlite(conn)
         }
+        #[cfg(feature = "mysql")]
         DatabaseUrl::Mysql(url) => DbConn::Mysql(MysqlConnection::establish(url)?),
+        #[cfg(not(feature = "mysql"))]
+        DatabaseUrl::Mysql(_) => return Err(CheckError::Connect(no_mysql())),
     };
     // Literal SQL: a bound value through the multi-connection panics in
     // Diesel's MySQL backend.

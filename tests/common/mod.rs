@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use awc::http::StatusCode;
+#[cfg(feature = "mysql")]
 use diesel::connection::SimpleConnection;
+#[cfg(feature = "mysql")]
 use diesel::{Connection, MysqlConnection};
 use serde_json::{json, Value};
 use webhook_broker::config::{Config, DatabaseUrl};
@@ -36,6 +38,7 @@ macro_rules! on_both_stores {
                 async fn sqlite() {
                     super::$name($crate::common::Store::Sqlite).await
                 }
+                #[cfg(feature = "mysql")]
                 #[actix_web::test]
                 async fn mysql() {
                     super::$name($crate::common::Store::Mysql).await
@@ -56,6 +59,7 @@ macro_rules! on_both_stores_sync {
                 fn sqlite() {
                     super::$name($crate::common::Store::Sqlite)
                 }
+                #[cfg(feature = "mysql")]
                 #[test]
                 fn mysql() {
                     super::$name($crate::common::Store::Mysql)
@@ -92,6 +96,7 @@ pub struct TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        #[cfg(feature = "mysql")]
         if let Some((server, name)) = &self.mysql {
             if let Ok(mut conn) = MysqlConnection::establish(server) {
                 let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS `{name}`"));
@@ -101,7 +106,9 @@ impl Drop for TestDb {
 }
 
 /// The MySQL server tests use, or `None` (locally) when none answers.
-/// Under CI a missing server is a failure, not a skip.
+/// Under CI a missing server is a failure, not a skip. (Only builds with
+/// the `mysql` feature have MySQL tests: `cargo test --features mysql`.)
+#[cfg(feature = "mysql")]
 pub fn mysql_server() -> Option<String> {
     let url =
         std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
@@ -130,6 +137,9 @@ impl TestDb {
                     mysql: None,
                 })
             }
+            #[cfg(not(feature = "mysql"))]
+            Store::Mysql => None,
+            #[cfg(feature = "mysql")]
             Store::Mysql => {
                 let server = mysql_server()?;
                 let name = format!("wb_test_{}", uuid::Uuid::new_v4().simple());

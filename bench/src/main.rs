@@ -16,24 +16,16 @@
 //! exits non-zero if an accepted event is lost (neither delivered nor still
 //! pending in the database) or a scenario fails. See docs/benchmarks.md.
 //!
-//! The parts live in `src/bin/webhook-bench/` (a crate root looks for its
-//! modules beside itself, hence the `#[path]`s).
+//! The parts live beside this file; the bench is a package of its own
+//! (`bench/`) so that its needs stay out of the broker's dependencies.
 
-#[path = "webhook-bench/inproc.rs"]
 mod inproc;
-#[path = "webhook-bench/load.rs"]
 mod load;
-#[path = "webhook-bench/procs.rs"]
 mod procs;
-#[path = "webhook-bench/receiver.rs"]
 mod receiver;
-#[path = "webhook-bench/relay.rs"]
 mod relay;
-#[path = "webhook-bench/report.rs"]
 mod report;
-#[path = "webhook-bench/seed.rs"]
 mod seed;
-#[path = "webhook-bench/util.rs"]
 mod util;
 
 use std::collections::BTreeSet;
@@ -45,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
-use diesel::Connection as _;
 use serde_json::{json, Value};
 
 use crate::load::{Load, Pace, Spec, Target};
@@ -888,15 +879,9 @@ impl Bench {
             self.log("S4: skipped (--mysql none)");
             return skipped("--mysql none".into());
         }
-        let version = match diesel::mysql::MysqlConnection::establish(server) {
-            Ok(mut conn) => {
-                use diesel::RunQueryDsl;
-                diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
-                    .get_result::<String>(&mut conn)
-                    .unwrap_or_default()
-            }
-            Err(e) => {
-                let why = format!("MySQL/MariaDB unreachable at {}: {e}", seed::redact(server));
+        let version = match seed::mysql_version(server) {
+            Ok(v) => v,
+            Err(why) => {
                 self.log(format!("S4: skipped: {why}"));
                 return skipped(why);
             }

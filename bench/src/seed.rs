@@ -1,6 +1,8 @@
 //! Databases: SQLite files seeded with many apps and webhooks through
 //! Diesel batch inserts (S6, S7), a throwaway MySQL/MariaDB database (S4),
 //! and the reconciliation of what a broker left pending after a run.
+// Without the `mysql` feature the MySQL half is only a refusal.
+#![cfg_attr(not(feature = "mysql"), allow(dead_code))]
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection;
+#[cfg(feature = "mysql")]
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
@@ -82,6 +85,27 @@ pub fn sqlite_with_webhooks(
     ))
 }
 
+/// The server's `VERSION()`, or why it cannot be had.
+pub fn mysql_version(server: &str) -> Result<String, String> {
+    #[cfg(feature = "mysql")]
+    {
+        let mut conn = MysqlConnection::establish(server)
+            .map_err(|e| format!("MySQL/MariaDB unreachable at {}: {e}", redact(server)))?;
+        Ok(
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
+                .get_result::<String>(&mut conn)
+                .unwrap_or_default(),
+        )
+    }
+    #[cfg(not(feature = "mysql"))]
+    {
+        let _ = server;
+        Err("webhook-bench was built without MySQL support \
+             (cargo build --release --workspace --features mysql)"
+            .into())
+    }
+}
+
 /// A fresh MySQL/MariaDB database, dropped when this is dropped.
 pub struct MysqlDb {
     server: String,
@@ -89,6 +113,7 @@ pub struct MysqlDb {
     pub url: String,
 }
 
+#[cfg(feature = "mysql")]
 impl MysqlDb {
     /// Connects to `server` (a `mysql://` URL) and creates `wb_bench_<random>`.
     pub fn create(server: &str) -> anyhow::Result<MysqlDb> {
@@ -109,6 +134,15 @@ impl MysqlDb {
     }
 }
 
+#[cfg(not(feature = "mysql"))]
+impl MysqlDb {
+    /// Without MySQL support there is no database to create.
+    pub fn create(_server: &str) -> anyhow::Result<MysqlDb> {
+        anyhow::bail!("webhook-bench was built without the `mysql` feature")
+    }
+}
+
+#[cfg(feature = "mysql")]
 impl Drop for MysqlDb {
     fn drop(&mut self) {
         match MysqlConnection::establish(&self.server) {
@@ -180,7 +214,12 @@ pub fn db_state(database_url: &str, run: u32) -> anyhow::Result<DbState> {
             conn.batch_execute("PRAGMA busy_timeout = 10000;")?;
             read!(&mut conn)
         }
+        #[cfg(feature = "mysql")]
         DatabaseUrl::Mysql(url) => read!(&mut MysqlConnection::establish(&url)?),
+        #[cfg(not(feature = "mysql"))]
+        DatabaseUrl::Mysql(_) => {
+            anyhow::bail!("webhook-bench was built without the `mysql` feature")
+        }
     };
     let mut state = DbState::default();
     for c in counts {
