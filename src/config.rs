@@ -156,7 +156,7 @@ pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
 /// empty (or only spaces) counts as unset, except for
 /// BROKER_RETRY_SCHEDULE, where it means no retries. A default computed at
 /// start is shown as text in the help (`[default: number of CPUs]`).
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Clone, PartialEq, Eq, clap::Args)]
 #[command(next_help_heading = "Configuration (environment variables, also read from ./.env)")]
 pub struct Settings {
     /// Where state is kept: sqlite://PATH, sqlite:///abs/path, a plain path, or
@@ -182,7 +182,8 @@ pub struct Settings {
     )]
     pub bind: String,
 
-    /// The admin bearer token; when unset, one is generated and printed once on
+    /// The admin bearer token (better set in the environment: other users can
+    /// see a command line); when unset, one is generated and printed once on
     /// stderr, and only a loopback BROKER_BIND is allowed [default: generated]
     #[arg(
         long,
@@ -326,6 +327,34 @@ pub struct Settings {
         global = true
     )]
     pub max_in_memory: String,
+}
+
+impl std::fmt::Debug for Settings {
+    // Hand-written so that neither the admin token nor a database password
+    // can reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let database_url = match DatabaseUrl::parse(&self.database_url) {
+            Ok(url) => url.redacted(),
+            Err(_) => "<invalid>".into(),
+        };
+        f.debug_struct("Settings")
+            .field("database_url", &database_url)
+            .field("bind", &self.bind)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("max_body", &self.max_body)
+            .field("delivery_workers", &self.delivery_workers)
+            .field("disable_after", &self.disable_after)
+            .field("retention", &self.retention)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("instance_id", &self.instance_id)
+            .field("lease", &self.lease)
+            .field("secret_grace", &self.secret_grace)
+            .field("max_in_memory", &self.max_in_memory)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -760,6 +789,20 @@ mod tests {
                 "{id} must show exactly one default: {help:?}"
             );
         }
+    }
+
+    #[test]
+    fn settings_never_show_secrets() {
+        let settings = Settings::from_lookup(|k| match k {
+            "BROKER_ADMIN_TOKEN" => Some("hunter2-admin-token".into()),
+            "DATABASE_URL" => Some("mysql://u:hunter2@db/x".into()),
+            _ => None,
+        });
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let config = settings.to_config().unwrap();
+        assert_eq!(config.admin_token, "hunter2-admin-token");
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]
