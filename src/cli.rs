@@ -1,8 +1,9 @@
 //! The command line of the `webhook-broker` binary: `serve` (the default),
 //! `migrate`, `apps create NAME`, `apps list` and `check-config`, one
 //! function each. Every command reads the same configuration as the daemon
-//! (the environment and `./.env`); an invalid value exits with status 2 and
-//! names its variable, a database that cannot be used exits with status 1.
+//! ([`Settings`]: the command line, the environment and `./.env`); an
+//! invalid value exits with status 2 and names its variable, a database that
+//! cannot be used exits with status 1.
 //! Only `serve` logs at `info` by default; the others print their result on
 //! stdout and keep stderr for warnings and errors.
 
@@ -13,14 +14,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::config::{Config, ConfigError, DatabaseUrl};
+use crate::config::{ConfigError, DatabaseUrl, Settings};
 use crate::db;
 use crate::Application;
 
 const AFTER_HELP: &str = "\
 Configuration comes from the environment and from a .env file in the working
-directory: DATABASE_URL, BROKER_BIND, BROKER_ADMIN_TOKEN and the other
-BROKER_* variables listed in the README.
+directory (a variable already set wins over .env), or from the options of the
+same name: DATABASE_URL, BROKER_BIND, BROKER_ADMIN_TOKEN and the other
+BROKER_* variables listed under Configuration. An empty variable counts as
+unset, except BROKER_RETRY_SCHEDULE (empty means no retries).
 
 Exit status: 0 on success, 1 when the database cannot be used (or the daemon
 fails), 2 for an invalid setting or a usage error.";
@@ -38,6 +41,9 @@ pub struct Cli {
     /// What to do; `serve` when none is given.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The configuration, read by every command.
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// A command.
@@ -101,9 +107,9 @@ impl Failure {
     }
 }
 
-/// Runs a parsed command line: reads `.env`, sets up logging, dispatches.
-pub fn run(cli: Cli) -> ExitCode {
-    let command = cli.command.unwrap_or(Command::Serve);
+/// The binary: loads `.env` into the environment, then parses the command
+/// line (which reads the environment) and runs it.
+pub fn main() -> ExitCode {
     // A missing .env is normal; a malformed one is worth knowing about.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
@@ -111,6 +117,13 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    run(Cli::parse())
+}
+
+/// Runs a parsed command line: sets up logging, dispatches.
+pub fn run(cli: Cli) -> ExitCode {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let settings = &cli.settings;
     // env_logger writes to stderr; the one-shot commands only show warnings
     // unless RUST_LOG asks for more.
     let default_level = if command == Command::Serve {
@@ -122,11 +135,11 @@ pub fn run(cli: Cli) -> ExitCode {
         .init();
 
     let result = match command {
-        Command::Serve => serve(),
-        Command::Migrate => migrate(),
-        Command::Apps(AppsCommand::Create { name }) => apps_create(&name),
-        Command::Apps(AppsCommand::List) => apps_list(),
-        Command::CheckConfig => check_config(),
+        Command::Serve => serve(settings),
+        Command::Migrate => migrate(settings),
+        Command::Apps(AppsCommand::Create { name }) => apps_create(settings, &name),
+        Command::Apps(AppsCommand::List) => apps_list(settings),
+        Command::CheckConfig => check_config(settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,8 +151,8 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// `serve`: the daemon, until SIGINT or SIGTERM.
-pub fn serve() -> Result<(), Failure> {
-    let config = Config::from_env()?;
+pub fn serve(settings: &Settings) -> Result<(), Failure> {
+    let config = settings.to_config()?;
     if config.admin_token_generated {
         // Printed, not logged: it is shown once, on this process's stderr.
         eprintln!(
@@ -170,8 +183,8 @@ pub fn serve() -> Result<(), Failure> {
 }
 
 /// `migrate`: brings the schema up to date.
-pub fn migrate() -> Result<(), Failure> {
-    let config = Config::from_env()?;
+pub fn migrate(settings: &Settings) -> Result<(), Failure> {
+    let config = settings.to_config()?;
     open(&config.database_url)?;
     println!(
         "OK: the schema of {} is up to date",
@@ -182,14 +195,14 @@ pub fn migrate() -> Result<(), Failure> {
 
 /// `apps create NAME`: the same creation as `POST /v1/apps`
 /// ([`db::apps::create`]); prints the id, name and API key as JSON.
-pub fn apps_create(name: &str) -> Result<(), Failure> {
+pub fn apps_create(settings: &Settings, name: &str) -> Result<(), Failure> {
     let name = db::apps::normalize_name(name).ok_or_else(|| {
         Failure::usage(format!(
             "the app name must be 1 to {} characters",
             db::apps::MAX_NAME_CHARS
         ))
     })?;
-    let config = Config::from_env()?;
+    let config = settings.to_config()?;
     let url = &config.database_url;
     let pool = open(url)?;
     let mut conn = pool.get().map_err(|e| Failure::database(url, e))?;
@@ -204,8 +217,8 @@ pub fn apps_create(name: &str) -> Result<(), Failure> {
 }
 
 /// `apps list`: every app's id, name and creation time (epoch ms), as JSON.
-pub fn apps_list() -> Result<(), Failure> {
-    let config = Config::from_env()?;
+pub fn apps_list(settings: &Settings) -> Result<(), Failure> {
+    let config = settings.to_config()?;
     let url = &config.database_url;
     let pool = open(url)?;
     let mut conn = pool.get().map_err(|e| Failure::database(url, e))?;
@@ -225,8 +238,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 /// `check-config`: the configuration as `serve` reads it, and one
 /// connection to the database (no migration, nothing written); a one-line
 /// summary on success. The admin token is never shown.
-pub fn check_config() -> Result<(), Failure> {
-    let config = Config::from_env()?;
+pub fn check_config(settings: &Settings) -> Result<(), Failure> {
+    let config = settings.to_config()?;
     if config.admin_token_generated {
         eprintln!(
             "warning: BROKER_ADMIN_TOKEN is not set; `serve` will generate a new admin token \

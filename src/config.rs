@@ -1,6 +1,8 @@
 //! Configuration from the environment (and a `.env` file, loaded by the
-//! binary). Every value is parsed here, once; an invalid one is an error that
-//! names its variable so the daemon can exit with a useful message.
+//! binary) or the command line. Every setting is declared here, once, as a
+//! clap option ([`Settings`]); every value is parsed here, once; an invalid
+//! one is an error that names its variable so the daemon can exit with a
+//! useful message.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -97,6 +99,9 @@ pub struct Config {
     pub lease: Duration,
     /// BROKER_SECRET_GRACE: how long a rotated-out secret keeps signing.
     pub secret_grace: Duration,
+    /// BROKER_MAX_IN_MEMORY: how many deliveries may be held in memory,
+    /// across all webhooks.
+    pub max_in_memory: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -117,6 +122,7 @@ impl std::fmt::Debug for Config {
             .field("instance_id", &self.instance_id)
             .field("lease", &self.lease)
             .field("secret_grace", &self.secret_grace)
+            .field("max_in_memory", &self.max_in_memory)
             .finish()
     }
 }
@@ -141,25 +147,284 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
 /// The default retry schedule: one attempt and seven retries spread over about 27.6 hours.
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
 
-impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+/// Every setting, declared once: its environment variable, its command-line
+/// option, its default and its help text. `webhook-broker serve --help`
+/// shows them; [`Config::from_lookup`] reads through the same declaration.
+///
+/// Values stay text here; [`Settings::to_config`] checks them, so that an
+/// invalid one is a [`ConfigError`] naming its variable. A value that is
+/// empty (or only spaces) counts as unset, except for
+/// BROKER_RETRY_SCHEDULE, where it means no retries. A default computed at
+/// start is shown as text in the help (`[default: number of CPUs]`).
+#[derive(Clone, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Configuration (environment variables, also read from ./.env)")]
+pub struct Settings {
+    /// Where state is kept: sqlite://PATH, sqlite:///abs/path, a plain path, or
+    /// mysql://USER:PASS@HOST:3306/DB (mariadb:// too); an SQLite file is created if missing
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        default_value = "sqlite://webhook-broker.db",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Address and port the HTTP API listens on (a name is resolved once at start)
+    #[arg(
+        long,
+        env = "BROKER_BIND",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:8080",
+        hide_env_values = true,
+        global = true
+    )]
+    pub bind: String,
+
+    /// The admin bearer token (better set in the environment: other users can
+    /// see a command line); when unset, one is generated and printed once on
+    /// stderr, and only a loopback BROKER_BIND is allowed [default: generated]
+    #[arg(
+        long,
+        env = "BROKER_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Allow webhook URIs on localhost and private addresses (development and
+    /// tests only): true/false, 1/0, yes/no, on/off
+    #[arg(
+        long,
+        env = "BROKER_ALLOW_PRIVATE_TARGETS",
+        value_name = "BOOL",
+        default_value = "false",
+        hide_env_values = true,
+        global = true
+    )]
+    pub allow_private_targets: String,
+
+    /// Comma-separated delays before each retry, each moved by up to ±20% at
+    /// random; empty or `none` means no retries; at most 100
+    #[arg(
+        long,
+        env = "BROKER_RETRY_SCHEDULE",
+        value_name = "DELAYS",
+        default_value = DEFAULT_RETRY_SCHEDULE,
+        hide_env_values = true,
+        global = true
+    )]
+    pub retry_schedule: String,
+
+    /// How long one delivery attempt may take; more than zero
+    #[arg(
+        long,
+        env = "BROKER_DELIVERY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "15s",
+        hide_env_values = true,
+        global = true
+    )]
+    pub delivery_timeout: String,
+
+    /// Largest request body accepted, in bytes (at least 1024); larger bodies get 413
+    #[arg(
+        long,
+        env = "BROKER_MAX_BODY",
+        value_name = "BYTES",
+        default_value = "1048576",
+        hide_env_values = true,
+        global = true
+    )]
+    pub max_body: String,
+
+    /// Arbiter threads that run the delivery actors (1 to 256) [default: number of CPUs]
+    #[arg(
+        long,
+        env = "BROKER_DELIVERY_WORKERS",
+        value_name = "N",
+        hide_env_values = true,
+        global = true
+    )]
+    pub delivery_workers: Option<String>,
+
+    /// Disable a webhook whose delivery fails for good when it has had no
+    /// success for this long; 0s disables at the first such failure
+    #[arg(
+        long,
+        env = "BROKER_DISABLE_AFTER",
+        value_name = "DURATION",
+        default_value = "5d",
+        hide_env_values = true,
+        global = true
+    )]
+    pub disable_after: String,
+
+    /// How long succeeded deliveries (and events nothing refers to) are kept; at least 60s
+    #[arg(
+        long,
+        env = "BROKER_RETENTION",
+        value_name = "DURATION",
+        default_value = "30d",
+        hide_env_values = true,
+        global = true
+    )]
+    pub retention: String,
+
+    /// At SIGTERM/SIGINT, how long requests and delivery attempts under way may take to finish
+    #[arg(
+        long,
+        env = "BROKER_SHUTDOWN_GRACE",
+        value_name = "DURATION",
+        default_value = "30s",
+        hide_env_values = true,
+        global = true
+    )]
+    pub shutdown_grace: String,
+
+    /// Names this broker in delivery leases, at most 64 bytes; keep it stable
+    /// across restarts and distinct between brokers [default: HOSTNAME:PORT]
+    #[arg(
+        long,
+        env = "BROKER_INSTANCE_ID",
+        value_name = "ID",
+        hide_env_values = true,
+        global = true
+    )]
+    pub instance_id: Option<String>,
+
+    /// How long a claim on a pending delivery lasts without renewal; at least 1s
+    #[arg(
+        long,
+        env = "BROKER_LEASE",
+        value_name = "DURATION",
+        default_value = "30s",
+        hide_env_values = true,
+        global = true
+    )]
+    pub lease: String,
+
+    /// After a secret rotation, how long the previous secret keeps signing; 0s ends it at once
+    #[arg(
+        long,
+        env = "BROKER_SECRET_GRACE",
+        value_name = "DURATION",
+        default_value = "24h",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_grace: String,
+
+    /// Deliveries held in memory across all webhooks (at least 100)
+    #[arg(
+        long,
+        env = "BROKER_MAX_IN_MEMORY",
+        value_name = "N",
+        default_value = "10000",
+        hide_env_values = true,
+        global = true
+    )]
+    pub max_in_memory: String,
+}
+
+impl std::fmt::Debug for Settings {
+    // Hand-written so that neither the admin token nor a database password
+    // can reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let database_url = match DatabaseUrl::parse(&self.database_url) {
+            Ok(url) => url.redacted(),
+            Err(_) => "<invalid>".into(),
+        };
+        f.debug_struct("Settings")
+            .field("database_url", &database_url)
+            .field("bind", &self.bind)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("max_body", &self.max_body)
+            .field("delivery_workers", &self.delivery_workers)
+            .field("disable_after", &self.disable_after)
+            .field("retention", &self.retention)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("instance_id", &self.instance_id)
+            .field("lease", &self.lease)
+            .field("secret_grace", &self.secret_grace)
+            .field("max_in_memory", &self.max_in_memory)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// The declaration as a command of its own, without the environment
+    /// clap captured while building it.
+    fn command() -> clap::Command {
+        use clap::Args;
+        Settings::augment_args(clap::Command::new("webhook-broker")).mut_args(|a| a.env(None))
     }
 
-    /// Reads settings through `get`, so tests can supply their own.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+    /// Every declared variable with its option: (`BROKER_BIND`, `bind`).
+    pub fn variables() -> Vec<(String, String)> {
+        use clap::Args;
+        Settings::augment_args(clap::Command::new("webhook-broker"))
+            .get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env()?.to_string_lossy().into_owned();
+                Some((env, a.get_long()?.to_owned()))
+            })
+            .collect()
+    }
 
-        let database_url = DatabaseUrl::parse(
-            &var("DATABASE_URL").unwrap_or_else(|| "sqlite://webhook-broker.db".into()),
-        )
-        .map_err(|m| err("DATABASE_URL", m))?;
+    /// The settings `get` returns for each declared variable, parsed by the
+    /// same declaration as the command line (neither the process
+    /// environment nor the command line is read).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        use clap::FromArgMatches;
+        let mut argv = vec!["webhook-broker".to_owned()];
+        for (env, long) in Self::variables() {
+            if let Some(value) = get(&env) {
+                argv.push(format!("--{long}={value}"));
+            }
+        }
+        let matches = Self::command()
+            .try_get_matches_from(argv)
+            .expect("the settings declaration parses its own options");
+        Self::from_arg_matches(&matches).expect("the matches are the declaration's")
+    }
 
-        let bind_raw = var("BROKER_BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
+    /// The declared default of the option `id` (a field name), for a value
+    /// given empty.
+    fn default_of(id: &str) -> String {
+        Self::command()
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_default_values().first())
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_else(|| panic!("{id} is declared with a default"))
+    }
+
+    /// Checks every value and builds the [`Config`].
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        // An empty value is unset: the declared default (clap hands an empty
+        // environment variable over as an empty value).
+        let value = |id: &str, raw: &str| -> String {
+            if raw.trim().is_empty() {
+                Self::default_of(id)
+            } else {
+                raw.to_owned()
+            }
+        };
+        let optional = |raw: &Option<String>| raw.clone().filter(|v| !v.trim().is_empty());
+
+        let database_url = DatabaseUrl::parse(&value("database_url", &self.database_url))
+            .map_err(|m| err("DATABASE_URL", m))?;
+
+        let bind_raw = value("bind", &self.bind);
         let bind = parse_bind(&bind_raw).map_err(|m| err("BROKER_BIND", m))?;
 
-        let (admin_token, admin_token_generated) = match var("BROKER_ADMIN_TOKEN") {
+        let (admin_token, admin_token_generated) = match optional(&self.admin_token) {
             Some(t) => {
                 if t.len() < 16 {
                     log::warn!(
@@ -182,43 +447,35 @@ impl Config {
             }
         };
 
-        let allow_private_targets = match var("BROKER_ALLOW_PRIVATE_TARGETS") {
-            None => false,
-            Some(v) => parse_bool(&v).map_err(|m| err("BROKER_ALLOW_PRIVATE_TARGETS", m))?,
-        };
+        let allow_private_targets =
+            parse_bool(&value("allow_private_targets", &self.allow_private_targets))
+                .map_err(|m| err("BROKER_ALLOW_PRIVATE_TARGETS", m))?;
 
-        let retry_schedule = parse_schedule(
-            &get("BROKER_RETRY_SCHEDULE").unwrap_or_else(|| DEFAULT_RETRY_SCHEDULE.into()),
-        )
-        .map_err(|m| err("BROKER_RETRY_SCHEDULE", m))?;
+        // Not `value`: here an empty value means no retries.
+        let retry_schedule =
+            parse_schedule(&self.retry_schedule).map_err(|m| err("BROKER_RETRY_SCHEDULE", m))?;
 
-        let delivery_timeout = match var("BROKER_DELIVERY_TIMEOUT") {
-            None => Duration::from_secs(15),
-            Some(v) => parse_duration(&v)
-                .and_then(|d| {
-                    if d.is_zero() {
-                        Err("must be greater than zero".into())
-                    } else {
-                        Ok(d)
-                    }
-                })
-                .map_err(|m| err("BROKER_DELIVERY_TIMEOUT", m))?,
-        };
-
-        let max_body = match var("BROKER_MAX_BODY") {
-            None => 1024 * 1024,
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n >= 1024 => n,
-                _ => {
-                    return Err(err(
-                        "BROKER_MAX_BODY",
-                        "must be a byte count of at least 1024",
-                    ))
+        let delivery_timeout = parse_duration(&value("delivery_timeout", &self.delivery_timeout))
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err("must be greater than zero".into())
+                } else {
+                    Ok(d)
                 }
-            },
+            })
+            .map_err(|m| err("BROKER_DELIVERY_TIMEOUT", m))?;
+
+        let max_body = match value("max_body", &self.max_body).trim().parse::<usize>() {
+            Ok(n) if n >= 1024 => n,
+            _ => {
+                return Err(err(
+                    "BROKER_MAX_BODY",
+                    "must be a byte count of at least 1024",
+                ))
+            }
         };
 
-        let delivery_workers = match var("BROKER_DELIVERY_WORKERS") {
+        let delivery_workers = match optional(&self.delivery_workers) {
             None => std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -233,43 +490,53 @@ impl Config {
             },
         };
 
-        let duration = |name: &'static str, default: Duration, min: Duration| match var(name) {
-            None => Ok(default),
-            Some(v) => match parse_duration(&v) {
-                Ok(d) if d >= min => Ok(d),
-                Ok(_) => Err(err(name, format!("must be at least {min:?}"))),
-                Err(m) => Err(err(name, m)),
-            },
+        let duration = |name: &'static str, raw: String, min: Duration| match parse_duration(&raw) {
+            Ok(d) if d >= min => Ok(d),
+            Ok(_) => Err(err(name, format!("must be at least {min:?}"))),
+            Err(m) => Err(err(name, m)),
         };
         let disable_after = duration(
             "BROKER_DISABLE_AFTER",
-            Duration::from_secs(5 * 86_400),
+            value("disable_after", &self.disable_after),
             Duration::ZERO,
         )?;
         let retention = duration(
             "BROKER_RETENTION",
-            Duration::from_secs(30 * 86_400),
+            value("retention", &self.retention),
             Duration::from_secs(60),
         )?;
         let shutdown_grace = duration(
             "BROKER_SHUTDOWN_GRACE",
-            Duration::from_secs(30),
+            value("shutdown_grace", &self.shutdown_grace),
             Duration::ZERO,
         )?;
         let lease = duration(
             "BROKER_LEASE",
-            Duration::from_secs(30),
+            value("lease", &self.lease),
             Duration::from_secs(1),
         )?;
         let secret_grace = duration(
             "BROKER_SECRET_GRACE",
-            Duration::from_secs(86_400),
+            value("secret_grace", &self.secret_grace),
             Duration::ZERO,
         )?;
-        let instance_id = match var("BROKER_INSTANCE_ID") {
+        let instance_id = match optional(&self.instance_id) {
             Some(id) if id.len() <= 64 => id.trim().to_owned(),
             Some(_) => return Err(err("BROKER_INSTANCE_ID", "must be at most 64 characters")),
             None => default_instance_id(&bind_raw),
+        };
+
+        let max_in_memory = match value("max_in_memory", &self.max_in_memory)
+            .trim()
+            .parse::<usize>()
+        {
+            Ok(n) if n >= 100 => n,
+            _ => {
+                return Err(err(
+                    "BROKER_MAX_IN_MEMORY",
+                    "must be a count of at least 100",
+                ))
+            }
         };
 
         Ok(Config {
@@ -288,7 +555,22 @@ impl Config {
             delivery_timeout,
             max_body,
             delivery_workers,
+            max_in_memory,
         })
+    }
+}
+
+impl Config {
+    /// Reads the process environment (not `.env`: the binary loads that
+    /// into the environment first).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get`, so tests can supply their own; the
+    /// variables, defaults and checks are those of [`Settings`].
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Settings::from_lookup(get).to_config()
     }
 }
 
@@ -451,12 +733,161 @@ mod tests {
             ("BROKER_SHUTDOWN_GRACE", "-1s"),
             ("BROKER_LEASE", "0s"),
             ("BROKER_SECRET_GRACE", "tomorrow"),
+            ("BROKER_MAX_IN_MEMORY", "ten"),
+            ("BROKER_DELIVERY_WORKERS", "0"),
+            ("BROKER_INSTANCE_ID", &"x".repeat(65)),
         ] {
             let e = config(&[(var, value)])
                 .err()
                 .unwrap_or_else(|| panic!("{var}={value} accepted"));
             assert_eq!(e.var, var);
             assert!(e.to_string().contains(var));
+        }
+    }
+
+    /// Every variable the broker reads, in the order of the declaration.
+    const VARIABLES: [&str; 15] = [
+        "DATABASE_URL",
+        "BROKER_BIND",
+        "BROKER_ADMIN_TOKEN",
+        "BROKER_ALLOW_PRIVATE_TARGETS",
+        "BROKER_RETRY_SCHEDULE",
+        "BROKER_DELIVERY_TIMEOUT",
+        "BROKER_MAX_BODY",
+        "BROKER_DELIVERY_WORKERS",
+        "BROKER_DISABLE_AFTER",
+        "BROKER_RETENTION",
+        "BROKER_SHUTDOWN_GRACE",
+        "BROKER_INSTANCE_ID",
+        "BROKER_LEASE",
+        "BROKER_SECRET_GRACE",
+        "BROKER_MAX_IN_MEMORY",
+    ];
+
+    #[test]
+    fn the_declaration_lists_each_variable_exactly_once() {
+        let command = Settings::command();
+        let args: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_id() != "help")
+            .collect();
+        let declared: Vec<String> = Settings::variables().into_iter().map(|(e, _)| e).collect();
+        assert_eq!(declared, VARIABLES, "the declared variables");
+        assert_eq!(args.len(), VARIABLES.len(), "an option without a variable");
+        // From the declaration as clap builds it, with its environment.
+        use clap::Args;
+        let with_env = Settings::augment_args(clap::Command::new("webhook-broker"));
+        for arg in with_env.get_arguments() {
+            let id = arg.get_id();
+            assert!(arg.is_hide_env_values_set(), "{id} may show its value");
+            assert!(arg.is_global_set(), "{id} is not read by every command");
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let text_default = help.contains("[default: ");
+            let declared_default = !arg.get_default_values().is_empty();
+            assert!(
+                text_default != declared_default,
+                "{id} must show exactly one default: {help:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_never_show_secrets() {
+        let settings = Settings::from_lookup(|k| match k {
+            "BROKER_ADMIN_TOKEN" => Some("hunter2-admin-token".into()),
+            "DATABASE_URL" => Some("mysql://u:hunter2@db/x".into()),
+            _ => None,
+        });
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let config = settings.to_config().unwrap();
+        assert_eq!(config.admin_token, "hunter2-admin-token");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_admin_token_shows_no_default() {
+        let command = Settings::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "admin_token")
+            .unwrap();
+        assert!(arg.get_default_values().is_empty());
+        assert!(arg
+            .get_help()
+            .unwrap()
+            .to_string()
+            .contains("[default: generated]"));
+    }
+
+    #[test]
+    fn an_empty_value_is_unset_except_for_the_retry_schedule() {
+        let blank: Vec<(&str, &str)> = VARIABLES.iter().map(|v| (*v, "")).collect();
+        let c = config(&blank).unwrap();
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::Sqlite("webhook-broker.db".into())
+        );
+        assert_eq!(c.bind, "127.0.0.1:8080".parse().unwrap());
+        assert!(c.admin_token_generated);
+        assert_eq!(c.delivery_timeout, Duration::from_secs(15));
+        assert_eq!(c.max_in_memory, 10_000);
+        assert!(c.instance_id.ends_with(":8080"));
+        assert!(c.retry_schedule.is_empty(), "empty means no retries");
+        let spaces: Vec<(&str, &str)> = VARIABLES
+            .iter()
+            .filter(|v| **v != "BROKER_RETRY_SCHEDULE")
+            .map(|v| (*v, "  "))
+            .collect();
+        let c = config(&spaces).unwrap();
+        assert_eq!(c.max_body, 1024 * 1024);
+        assert_eq!(c.retry_schedule.len(), 7);
+        let c = config(&[("BROKER_RETRY_SCHEDULE", "none")]).unwrap();
+        assert!(c.retry_schedule.is_empty());
+    }
+
+    #[test]
+    fn values_are_read_from_the_lookup() {
+        let c = config(&[
+            ("BROKER_BIND", "127.0.0.1:9000"),
+            ("BROKER_ADMIN_TOKEN", "a-long-enough-token"),
+            ("BROKER_ALLOW_PRIVATE_TARGETS", "yes"),
+            ("BROKER_RETRY_SCHEDULE", "1s,-x"),
+        ])
+        .err()
+        .unwrap();
+        assert_eq!(c.var, "BROKER_RETRY_SCHEDULE");
+        let c = config(&[
+            ("BROKER_BIND", "127.0.0.1:9000"),
+            ("BROKER_ADMIN_TOKEN", "--a-long-enough-token"),
+            ("BROKER_ALLOW_PRIVATE_TARGETS", "yes"),
+            ("BROKER_RETRY_SCHEDULE", "1s,2s"),
+            ("BROKER_DELIVERY_WORKERS", "3"),
+            ("BROKER_INSTANCE_ID", " b1 "),
+            ("BROKER_MAX_IN_MEMORY", "100"),
+            ("BROKER_LEASE", "2s"),
+        ])
+        .unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.admin_token, "--a-long-enough-token");
+        assert!(!c.admin_token_generated);
+        assert!(c.allow_private_targets);
+        assert_eq!(
+            c.retry_schedule,
+            [Duration::from_secs(1), Duration::from_secs(2)]
+        );
+        assert_eq!(c.delivery_workers, 3);
+        assert_eq!(c.instance_id, "b1");
+        assert_eq!(c.max_in_memory, 100);
+        assert_eq!(c.lease, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_in_memory_limit_is_at_least_100() {
+        assert_eq!(config(&[]).unwrap().max_in_memory, 10_000);
+        for bad in ["99", "0", "many", "-5"] {
+            let e = config(&[("BROKER_MAX_IN_MEMORY", bad)]).err().unwrap();
+            assert_eq!(e.var, "BROKER_MAX_IN_MEMORY");
         }
     }
 

@@ -1,6 +1,7 @@
 //! The real binary's command line: `--help`, `--version`, `migrate`,
 //! `apps create` / `apps list` (on SQLite and MariaDB, with the key working
-//! against a daemon on the same database) and `check-config`.
+//! against a daemon on the same database) and `check-config`, and the
+//! settings every command reads (options, environment, `.env`).
 
 mod common;
 
@@ -218,6 +219,115 @@ fn help_lists_the_commands_and_version_answers() {
     let (code, _, stderr) = run(dir.path(), &["no-such-command"], &[]);
     assert_eq!(code, 2, "{stderr}");
     assert!(!dir.path().join("webhook-broker.db").exists());
+}
+
+/// Every setting, as `serve --help` lists it (tests/config_docs.rs checks
+/// the list against the README).
+const VARIABLES: [&str; 15] = [
+    "DATABASE_URL",
+    "BROKER_BIND",
+    "BROKER_ADMIN_TOKEN",
+    "BROKER_ALLOW_PRIVATE_TARGETS",
+    "BROKER_RETRY_SCHEDULE",
+    "BROKER_DELIVERY_TIMEOUT",
+    "BROKER_MAX_BODY",
+    "BROKER_DELIVERY_WORKERS",
+    "BROKER_DISABLE_AFTER",
+    "BROKER_RETENTION",
+    "BROKER_SHUTDOWN_GRACE",
+    "BROKER_INSTANCE_ID",
+    "BROKER_LEASE",
+    "BROKER_SECRET_GRACE",
+    "BROKER_MAX_IN_MEMORY",
+];
+
+#[test]
+fn every_command_documents_every_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["serve", "--help"][..],
+        &["--help"],
+        &["migrate", "--help"],
+        &["check-config", "--help"],
+        &["apps", "list", "--help"],
+        &["apps", "create", "--help"],
+    ] {
+        let (code, stdout, stderr) =
+            run(dir.path(), args, &[("BROKER_ADMIN_TOKEN", "hunter2-token")]);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        for var in VARIABLES {
+            assert!(
+                stdout.contains(&format!("[env: {var}]")),
+                "{args:?} does not list {var}:\n{stdout}"
+            );
+        }
+        assert!(!stdout.contains("hunter2"), "{args:?} shows the token");
+    }
+}
+
+#[test]
+fn settings_are_read_from_options_before_or_after_the_command() {
+    let (dir, url) = sqlite_dir();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("BROKER_BIND", "127.0.0.1:9001"),
+    ];
+    for (args, bind) in [
+        (&["check-config"][..], "127.0.0.1:9001"),
+        (
+            &["check-config", "--bind", "127.0.0.1:9002"],
+            "127.0.0.1:9002",
+        ),
+        (&["--bind=127.0.0.1:9003", "check-config"], "127.0.0.1:9003"),
+    ] {
+        let (code, stdout, stderr) = run(dir.path(), args, &env);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stdout.contains(&format!("bind {bind}")),
+            "{args:?}: {stdout}"
+        );
+    }
+    // An option's bad value names the variable too.
+    let (code, _, stderr) = run(dir.path(), &["migrate", "--lease", "0s"], &env);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid BROKER_LEASE"), "{stderr}");
+}
+
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    let (dir, url) = sqlite_dir();
+    let mut env: Vec<(&str, &str)> = VARIABLES.iter().map(|v| (*v, "")).collect();
+    env.retain(|(k, _)| *k != "DATABASE_URL");
+    env.push(("DATABASE_URL", &url));
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &env);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("bind 127.0.0.1:8080"), "{stdout}");
+    // An empty DATABASE_URL is the default file in the working directory.
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &[("DATABASE_URL", "")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("sqlite://webhook-broker.db"), "{stdout}");
+}
+
+#[test]
+fn dot_env_is_read_before_the_command_line_and_the_environment_wins() {
+    let (dir, url) = sqlite_dir();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("DATABASE_URL={url}\nBROKER_BIND=127.0.0.1:9101\nBROKER_LEASE=0s\n"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(dir.path(), &["check-config"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid BROKER_LEASE"), "{stderr}");
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &[("BROKER_LEASE", "5s")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("bind 127.0.0.1:9101"), "{stdout}");
+    assert!(stdout.contains(&format!("sqlite://{url}")), "{stdout}");
+
+    std::fs::write(dir.path().join(".env"), "BROKER_BIND=\"unterminated\n").unwrap();
+    let (code, _, stderr) = run(dir.path(), &["check-config"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(".env"), "{stderr}");
 }
 
 #[derive(QueryableByName)]
