@@ -104,9 +104,11 @@ fi
 cargo deb --version
 
 step "cargo deb (release build, default features)"
-# cargo-deb prints the path of the package as the last line on stdout.
+# cargo-deb prints the paths of the packages it made on stdout: the .deb and
+# the -dbgsym .ddeb with the debug info.
 cargo deb --locked >"$work/cargo-deb.out" || fail "cargo deb failed"
-deb="$(tail -n 1 "$work/cargo-deb.out")"
+cat "$work/cargo-deb.out"
+deb="$(grep '\.deb$' "$work/cargo-deb.out" | tail -n 1 || true)"
 case "$deb" in *.deb) ;; *) fail "cargo deb printed no .deb path (got: $deb)" ;; esac
 [ -f "$deb" ] || fail "cargo deb printed $deb, which does not exist"
 echo "package: $deb"
@@ -116,12 +118,13 @@ dpkg-deb -I "$deb" >"$work/info.txt"
 dpkg-deb -c "$deb" >"$work/contents.txt"
 cat "$work/info.txt"
 cat "$work/contents.txt"
-# `dpkg-deb -c` prints: mode owner/group size date time ./path
-entry() { awk -v p="./$1" '$6 == p { print $1, $2 }' "$work/contents.txt"; }
+# `dpkg-deb -c` prints: mode owner/group size date time ./path; the owner
+# as names or as ids (0/0).
+entry() { awk -v p="./$1" '$6 == p { sub("^0/0$", "root/root", $2); print $1, $2 }' "$work/contents.txt"; }
 [ "$(entry usr/bin/webhook-broker)" = "-rwxr-xr-x root/root" ] \
     || fail "usr/bin/webhook-broker missing or not 0755 root:root in the package"
 [ "$(entry etc/webhook-broker/broker.env)" = "-rw-r----- root/root" ] \
-    || fail "etc/webhook-broker/broker.env missing or not mode 0640 in the package (got: $(entry etc/webhook-broker/broker.env))"
+    || fail "etc/webhook-broker/broker.env missing or not mode 0640 root:root in the package (got: $(entry etc/webhook-broker/broker.env))"
 unit_path=""
 for candidate in lib/systemd/system/webhook-broker.service usr/lib/systemd/system/webhook-broker.service; do
     if [ -n "$(entry "$candidate")" ]; then unit_path="/$candidate"; fi
@@ -132,6 +135,7 @@ grep -qx "$conffile" <<<"$conffiles" || fail "$conffile is not listed as a conff
 for script in postinst postrm prerm; do
     dpkg-deb -I "$deb" "$script" >"$work/$script" 2>/dev/null || fail "the package has no $script"
     if grep -q '#DEBHELPER#' "$work/$script"; then fail "#DEBHELPER# was not replaced in $script"; fi
+    sh -n "$work/$script" || fail "$script is not a valid shell script"
 done
 grep -q 'deb-systemd-helper' "$work/postinst" || fail "postinst does not enable the unit (no deb-systemd-helper)"
 grep -q '/run/systemd/system' "$work/postinst" || fail "postinst does not guard systemctl calls"
