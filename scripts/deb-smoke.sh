@@ -11,7 +11,7 @@
 # 2. purges any leftover installation, then `dpkg -i`s the package and checks
 #    what postinst made: the webhook-broker system user, the state directory,
 #    the generated admin token (root only, never printed), the conffile's
-#    group;
+#    group, the unit (and `systemd-analyze verify` on it, where installed);
 # 3. reinstalls it over itself: the token and a local change to the conffile
 #    survive;
 # 4. runs /usr/bin/webhook-broker as the service user with the environment the
@@ -190,6 +190,13 @@ grep -q '^WatchdogSec=' "$unit_path" || fail "the unit has no WatchdogSec"
 env_files="$(grep '^EnvironmentFile=' "$unit_path" | tr '\n' ' ')"
 [ "$env_files" = "EnvironmentFile=-$token_file EnvironmentFile=$conffile " ] \
     || fail "the unit must read $token_file (optional) before $conffile; it reads: $env_files"
+# systemd-analyze works without a running systemd; where it is installed,
+# the unit must load without a complaint.
+if command -v systemd-analyze >/dev/null 2>&1; then
+    timeout 60 systemd-analyze verify "$unit_path" >"$work/verify.log" 2>&1 \
+        || fail "systemd-analyze verify $unit_path failed: $(cat "$work/verify.log")"
+    if [ -s "$work/verify.log" ]; then fail "systemd-analyze verify $unit_path: $(cat "$work/verify.log")"; fi
+fi
 [ -L /etc/systemd/system/multi-user.target.wants/webhook-broker.service ] \
     || fail "the unit was not enabled (no multi-user.target.wants symlink)"
 
