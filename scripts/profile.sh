@@ -6,7 +6,7 @@
 #   scripts/profile.sh S1 [seconds]        # S1, S2, S3, S4 (its S1 part; MariaDB on
 #                                          # 127.0.0.1:3306, or MYSQL_URL), S5
 #
-# Needs a release build (`cargo build --release`), Debian's linux-perf and
+# Needs a release build (`cargo build --release --workspace --features mysql`), Debian's linux-perf and
 # inferno (`cargo install inferno`). Writes target/profile-<S>.{data,folded,svg}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ scenario="${1:?scenario, e.g. S1}"
 secs="${2:-6}"
 out="target/profile-$scenario"
 bench=target/release/webhook-bench
-[ -x "$bench" ] || { echo "build first: cargo build --release"; exit 2; }
+[ -x "$bench" ] || { echo "build first: cargo build --release --workspace --features mysql"; exit 2; }
 
 mysql=none
 [ "$scenario" = S4 ] && mysql="${MYSQL_URL:-mysql://root@127.0.0.1:3306}"

@@ -112,6 +112,7 @@ impl Broker {
             pool.clone(),
             policy,
             leases,
+            config.max_in_memory,
             arbiters,
         ));
 

@@ -1,8 +1,8 @@
 //! `webhook-bench`: the benchmark of issue 5, in one command.
 //!
 //! ```text
-//! cargo build --release
-//! cargo run --release --bin webhook-bench -- [--quick] [--scenarios S1,S2,...]
+//! cargo build --release --workspace --features mysql
+//! ./target/release/webhook-bench [--quick] [--scenarios S1,S2,...]
 //!     [--mysql mysql://root@127.0.0.1:3306] [--out bench-results/latest.json]
 //! ```
 //!
@@ -49,7 +49,7 @@ use crate::util::{
 };
 
 /// The benchmark of the webhook broker (issue 5). Build first with
-/// `cargo build --release`.
+/// `cargo build --release --workspace --features mysql`.
 #[derive(Parser, Debug)]
 #[command(name = "webhook-bench")]
 struct Args {
@@ -196,12 +196,12 @@ fn broker_binary() -> anyhow::Result<PathBuf> {
     if !bin.is_file() {
         bail!(
             "{} not found: the benchmark runs the real broker binary next to itself. \
-             Build it first with `cargo build --release`, then run \
-             `cargo run --release --bin webhook-bench`",
+             Build it first with `cargo build --release --workspace --features mysql`, then run \
+             `./target/release/webhook-bench`",
             bin.display()
         );
     }
-    // `cargo run --bin webhook-bench` rebuilds the library and this binary
+    // `cargo run -p webhook-bench` rebuilds the library and this binary
     // but not the broker's: a broker older than the library is stale.
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let newest_lib = std::fs::read_dir(me.with_file_name("deps"))
@@ -219,7 +219,7 @@ fn broker_binary() -> anyhow::Result<PathBuf> {
         if lib > b {
             eprintln!(
                 "warning: {} is older than the library it is built from; run \
-                 `cargo build --release` first so the benchmark measures the current code",
+                 `cargo build --release --workspace --features mysql` first so the benchmark measures the current code",
                 bin.display()
             );
         }
@@ -412,7 +412,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         notes.insert(
             0,
             "DEBUG BUILD (a smoke run): the figures say nothing about speed; build with \
-             `cargo build --release` and run `target/release/webhook-bench` to measure."
+             `cargo build --release --workspace --features mysql` and run `target/release/webhook-bench` to measure."
                 .to_string(),
         );
     }

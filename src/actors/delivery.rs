@@ -18,11 +18,14 @@ use actix_web::web::Bytes;
 use rand::Rng;
 use tokio::sync::oneshot;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::recorder::{Record, Recorder};
 use super::registry::{DeliveryFailed, DeliveryTarget, DisableWebhook, Registry};
-use crate::db::deliveries::AttemptOutcome;
-use crate::db::models::{status, AttemptRow};
-use crate::db::now_ms;
+use crate::backlog::{Admit, AfterPage, Cursor, Window};
+use crate::db::deliveries::{AttemptOutcome, PendingDelivery};
+use crate::db::models::{status, AttemptRow, DeliveryRow};
+use crate::db::{self, now_ms, Pool};
 use crate::metrics::{metrics, OutcomeLabel};
 use crate::policy::{self, Verdict};
 use crate::signature;
@@ -47,6 +50,49 @@ pub struct DeliveryPolicy {
     pub allow_private_targets: bool,
 }
 
+/// Where pending work lives beyond what the actors hold: the database, this
+/// instance's lease on what it reads from there, and the memory budget that
+/// every delivery actor of the process shares.
+#[derive(Debug)]
+pub struct Outbox {
+    /// The database.
+    pub pool: Pool,
+    /// The `lease_owner` this instance writes.
+    pub owner: String,
+    /// How long a lease lasts unrenewed, ms.
+    pub lease_ms: i64,
+    /// BROKER_MAX_IN_MEMORY: the most deliveries held in memory at once.
+    pub max_in_memory: usize,
+    /// How many are held now, by every actor together.
+    pub in_memory: AtomicUsize,
+    /// How many delivery actors are running.
+    pub actors: AtomicUsize,
+}
+
+impl Outbox {
+    fn room(&self) -> usize {
+        self.max_in_memory
+            .saturating_sub(self.in_memory.load(Ordering::Relaxed))
+    }
+
+    /// How many more an actor holding `held` may read from its backlog: the
+    /// budget is shared evenly, so that one webhook's backlog cannot starve
+    /// another's.
+    fn page_limit(&self, held: usize) -> usize {
+        let actors = self.actors.load(Ordering::Relaxed).max(1);
+        let share = (self.max_in_memory / actors).max(1);
+        share.saturating_sub(held).min(self.room()).min(PAGE)
+    }
+}
+
+/// The most deliveries one backlog page reads.
+const PAGE: usize = 500;
+/// A backlogged actor reads its next page when it holds fewer than this.
+const LOW_WATER: usize = PAGE / 2;
+/// How long to wait before reading again after a failed read, or while the
+/// memory budget is used up.
+const PAGE_RETRY: Duration = Duration::from_millis(500);
+
 /// One delivery due to the actor's webhook.
 #[derive(Debug, Clone)]
 pub struct DeliveryJob {
@@ -65,8 +111,20 @@ pub struct DeliveryJob {
 }
 
 impl DeliveryJob {
-    fn order_key(&self) -> (i64, String) {
+    fn order_key(&self) -> Cursor {
         (self.created_at, self.delivery_id.clone())
+    }
+
+    /// The job of a pending delivery read from the database.
+    pub fn of_row(row: DeliveryRow, body: Bytes) -> DeliveryJob {
+        DeliveryJob {
+            delivery_id: row.id,
+            channel_id: row.channel_id,
+            created_at: row.created_at,
+            body,
+            attempts_made: row.attempts.max(0) as u32,
+            due_at: row.next_attempt_at,
+        }
     }
 }
 
@@ -84,6 +142,10 @@ pub struct WebhookDelivery {
     client: awc::Client,
     recorder: Addr<Recorder>,
     registry: Addr<Registry>,
+    outbox: Arc<Outbox>,
+    window: Window,
+    aside: Vec<DeliveryJob>,
+    page_timer: bool,
     channels: HashMap<String, ChannelQueue>,
     held: HashSet<String>,
     in_flight: usize,
@@ -98,6 +160,7 @@ impl WebhookDelivery {
         policy: Arc<DeliveryPolicy>,
         recorder: Addr<Recorder>,
         registry: Addr<Registry>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         // One SSRF-guarded client per arbiter thread, shared by every
         // delivery actor on it so connections are pooled and kept alive.
@@ -108,6 +171,10 @@ impl WebhookDelivery {
             client,
             recorder,
             registry,
+            outbox,
+            window: Window::new(),
+            aside: Vec::new(),
+            page_timer: false,
             channels: HashMap::new(),
             held: HashSet::new(),
             in_flight: 0,
@@ -116,12 +183,100 @@ impl WebhookDelivery {
         }
     }
 
+    /// A delivery handed over at ingest: held, kept aside or left in the
+    /// database, as the window rule says.
+    fn admit(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
+        match self.window.admit(&job.order_key(), self.outbox.room() > 0) {
+            Admit::Hold => self.accept(job, ctx),
+            Admit::Aside => self.aside.push(job),
+            Admit::Leave => {}
+        }
+        self.read_page_if_due(ctx);
+    }
+
+    /// Reads the next page of the webhook's backlog when the window wants
+    /// one and the memory budget has room.
+    fn read_page_if_due(&mut self, ctx: &mut Context<Self>) {
+        if self.draining || !self.window.wants_page(self.held.len(), LOW_WATER) {
+            return;
+        }
+        let limit = self.outbox.page_limit(self.held.len());
+        if limit == 0 {
+            self.retry_page_later(ctx);
+            return;
+        }
+        let after = self.window.start_page();
+        let outbox = self.outbox.clone();
+        let webhook_id = self.target.webhook_id.clone();
+        let read = actix_web::web::block(move || {
+            let mut conn = outbox.pool.get().map_err(|e| e.to_string())?;
+            let _turn = outbox.pool.write_turn();
+            db::deliveries::claim_page(
+                &mut conn,
+                &webhook_id,
+                &outbox.owner,
+                now_ms(),
+                outbox.lease_ms,
+                after.as_ref(),
+                limit as i64,
+            )
+            .map_err(|e| e.to_string())
+        });
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+            let page: Vec<PendingDelivery> = match res {
+                Ok(Ok(page)) => page,
+                failed => {
+                    if let Ok(Err(e)) = failed {
+                        log::warn!(
+                            "could not read the backlog of webhook {}: {e}",
+                            act.target.webhook_id
+                        );
+                    }
+                    // What was kept aside is in the database: the next page
+                    // brings it back.
+                    act.window.page_failed();
+                    act.aside.clear();
+                    act.retry_page_later(ctx);
+                    return;
+                }
+            };
+            let full = page.len() >= limit;
+            let last = page.last().map(|(d, _)| (d.created_at, d.id.clone()));
+            for (row, body) in page {
+                act.accept(DeliveryJob::of_row(row, Bytes::from(body)), ctx);
+            }
+            // Either the backlog is over (a short page) and everything kept
+            // aside came after it, or more waits and only what falls inside
+            // the held stretch stays: the same admission rule says both.
+            let _: AfterPage = act.window.page_read(last, full);
+            for job in std::mem::take(&mut act.aside) {
+                if act.window.admit(&job.order_key(), true) == Admit::Hold {
+                    act.accept(job, ctx);
+                }
+            }
+            act.read_page_if_due(ctx);
+        }));
+    }
+
+    fn retry_page_later(&mut self, ctx: &mut Context<Self>) {
+        if self.page_timer {
+            return;
+        }
+        self.page_timer = true;
+        ctx.run_later(PAGE_RETRY, |act, ctx| {
+            act.page_timer = false;
+            act.read_page_if_due(ctx);
+        });
+    }
+
     fn accept(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
-        // The same delivery can arrive twice (a requeue racing a claim);
-        // holding it once keeps it to one attempt at a time.
+        // The same delivery can arrive twice (a page re-reading what is
+        // held, a requeue racing a claim); holding it once keeps it to one
+        // attempt at a time.
         if !self.held.insert(job.delivery_id.clone()) {
             return;
         }
+        self.outbox.in_memory.fetch_add(1, Ordering::Relaxed);
         metrics().deliveries_pending.inc();
         match job.channel_id.clone() {
             None => self.schedule(job, ctx),
@@ -153,6 +308,7 @@ impl WebhookDelivery {
     /// A job is finished (succeeded or failed for good): let its channel go on.
     fn release(&mut self, job: &DeliveryJob, ctx: &mut Context<Self>) {
         if self.held.remove(&job.delivery_id) {
+            self.outbox.in_memory.fetch_sub(1, Ordering::Relaxed);
             metrics().deliveries_pending.dec();
         }
         if let Some(channel) = &job.channel_id {
@@ -163,6 +319,7 @@ impl WebhookDelivery {
             let channel = channel.clone();
             self.activate(&channel, ctx);
         }
+        self.read_page_if_due(ctx);
     }
 
     fn schedule(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
@@ -363,9 +520,17 @@ fn truncate_utf8(bytes: &[u8], max: usize) -> String {
 impl Actor for WebhookDelivery {
     type Context = Context<Self>;
 
+    fn started(&mut self, _: &mut Self::Context) {
+        self.outbox.actors.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.outbox.actors.fetch_sub(1, Ordering::Relaxed);
         // What it held stays pending in the database, but not here.
         metrics().deliveries_pending.dec_by(self.held.len() as i64);
+        self.outbox
+            .in_memory
+            .fetch_sub(self.held.len(), Ordering::Relaxed);
         metrics().deliveries_in_flight.dec_by(self.in_flight as i64);
     }
 }
@@ -380,7 +545,24 @@ impl Handler<Deliver> for WebhookDelivery {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.accept(msg.0, ctx);
+        self.admit(msg.0, ctx);
+    }
+}
+
+/// Pending deliveries of this webhook may be in the database at any
+/// position, not held by this actor (at start, after another instance's
+/// lease lapsed, on a resume or a requeue): read them in pages, from the
+/// beginning, in order.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReadBacklog;
+
+impl Handler<ReadBacklog> for WebhookDelivery {
+    type Result = ();
+
+    fn handle(&mut self, _: ReadBacklog, ctx: &mut Self::Context) {
+        self.window.read_from_start();
+        self.read_page_if_due(ctx);
     }
 }
 

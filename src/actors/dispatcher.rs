@@ -23,10 +23,12 @@ use actix_web::web::Bytes;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::delivery::{Deliver, DeliveryJob, DeliveryPolicy, Drain, Retarget, WebhookDelivery};
+use super::delivery::{
+    Deliver, DeliveryJob, DeliveryPolicy, Drain, Outbox, ReadBacklog, Retarget, WebhookDelivery,
+};
 use super::recorder::{Flush, Persist, Recorder};
 use super::registry::{DeliveryTarget, MatchBatch, Registry, Targets, WebhookChanged};
-use crate::db::deliveries::{NewEvent, PendingDelivery};
+use crate::db::deliveries::NewEvent;
 use crate::db::models::{status, DeliveryRow, EventRow};
 use crate::db::{self, now_ms, Pool};
 use crate::domain::EventKind;
@@ -34,8 +36,6 @@ use crate::error::BrokerError;
 
 /// The most events one ingest transaction carries.
 const MAX_BATCH: usize = 1000;
-/// The most deliveries one claim takes.
-const CLAIM_LIMIT: i64 = 1000;
 
 /// Who this instance is and how long its claims last.
 #[derive(Debug, Clone)]
@@ -55,6 +55,7 @@ pub struct Dispatcher {
     pool: Pool,
     policy: Arc<DeliveryPolicy>,
     leases: LeaseConfig,
+    outbox: Arc<Outbox>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     actors: HashMap<String, Addr<WebhookDelivery>>,
@@ -71,10 +72,20 @@ impl Dispatcher {
         pool: Pool,
         policy: Arc<DeliveryPolicy>,
         leases: LeaseConfig,
+        max_in_memory: usize,
         arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         assert!(!arbiters.is_empty(), "at least one delivery arbiter");
+        let outbox = Arc::new(Outbox {
+            pool: pool.clone(),
+            owner: leases.owner.clone(),
+            lease_ms: leases.lease.as_millis() as i64,
+            max_in_memory,
+            in_memory: Default::default(),
+            actors: Default::default(),
+        });
         Dispatcher {
+            outbox,
             registry,
             recorder,
             pool,
@@ -105,33 +116,21 @@ impl Dispatcher {
         let id = target.webhook_id.clone();
         let (target, policy) = (target.clone(), self.policy.clone());
         let (recorder, registry) = (self.recorder.clone(), self.registry.clone());
+        let outbox = self.outbox.clone();
         let addr = WebhookDelivery::start_in_arbiter(arbiter, move |_| {
-            WebhookDelivery::new(target, policy, recorder, registry)
+            WebhookDelivery::new(target, policy, recorder, registry, outbox)
         });
         self.actors.insert(id, addr.clone());
         addr
     }
 
-    /// Hands pending deliveries (oldest first) to their webhooks' actors.
-    fn hand_over(
-        &mut self,
-        pending: Vec<PendingDelivery>,
-        targets: &HashMap<String, Arc<DeliveryTarget>>,
-    ) -> usize {
-        let mut bodies: HashMap<String, Bytes> = HashMap::new();
-        let mut handed = 0;
-        for (row, payload) in pending {
-            let Some(target) = targets.get(&row.webhook_id) else {
-                continue;
-            };
-            let body = bodies
-                .entry(row.event_id.clone())
-                .or_insert_with(|| Bytes::from(payload))
-                .clone();
-            self.actor_for(target).do_send(Deliver(job_of(row, body)));
-            handed += 1;
+    /// Has the actors of these webhooks read their backlogs from the
+    /// database, page by page; answers how many were told.
+    fn read_backlogs(&mut self, targets: &HashMap<String, Arc<DeliveryTarget>>) -> usize {
+        for target in targets.values() {
+            self.actor_for(target).do_send(ReadBacklog);
         }
-        handed
+        targets.len()
     }
 
     /// Writes the waiting events as one transaction, unless a write is
@@ -209,7 +208,7 @@ impl Dispatcher {
                     };
                     for (row, target) in new.deliveries.into_iter().zip(targets) {
                         act.actor_for(&target)
-                            .do_send(Deliver(job_of(row, body.clone())));
+                            .do_send(Deliver(DeliveryJob::of_row(row, body.clone())));
                     }
                     accepted
                 });
@@ -220,51 +219,37 @@ impl Dispatcher {
         }));
     }
 
-    /// Claims what nobody holds and hands it over; with `reclaim_own`, also
-    /// what this instance held before a restart. Repeats while claims fill up.
+    /// Finds the webhooks with pending deliveries nobody holds (with
+    /// `reclaim_own`, at start, also those this instance held before a
+    /// restart) and has their actors read them in pages. Nothing is loaded
+    /// here: memory stays bounded whatever the backlog.
     fn claim(&mut self, reclaim_own: bool) -> ResponseActFuture<Self, Result<usize, BrokerError>> {
         let pool = self.pool.clone();
         let registry = self.registry.clone();
-        let (owner, lease_ms) = (self.leases.owner.clone(), self.lease_ms());
+        let owner = self.leases.owner.clone();
         let work = async move {
-            let mut all = Vec::new();
-            loop {
-                let (pool, owner) = (pool.clone(), owner.clone());
-                let claimed = actix_web::web::block(move || {
-                    let mut conn = pool.get()?;
-                    let _turn = pool.write_turn();
-                    Ok::<_, BrokerError>(db::deliveries::claim(
-                        &mut conn,
-                        &owner,
-                        now_ms(),
-                        lease_ms,
-                        CLAIM_LIMIT,
-                        reclaim_own,
-                    )?)
-                })
-                .await??;
-                let full = claimed.len() as i64 >= CLAIM_LIMIT;
-                all.extend(claimed);
-                if !full {
-                    break;
-                }
+            let ids = actix_web::web::block(move || {
+                let mut conn = pool.get()?;
+                Ok::<_, BrokerError>(db::deliveries::webhooks_with_claimable(
+                    &mut conn,
+                    &owner,
+                    now_ms(),
+                    reclaim_own,
+                )?)
+            })
+            .await??;
+            if ids.is_empty() {
+                return Ok(HashMap::new());
             }
-            // Claims come in batches by due time; a channel's queue needs its
-            // deliveries oldest first, whichever batch they came in.
-            all.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
-            let mut ids: Vec<String> = all.iter().map(|(d, _)| d.webhook_id.clone()).collect();
-            ids.sort();
-            ids.dedup();
-            let targets = registry.send(Targets { webhook_ids: ids }).await?;
-            Ok::<_, BrokerError>((all, targets))
+            Ok::<_, BrokerError>(registry.send(Targets { webhook_ids: ids }).await?)
         };
         Box::pin(work.into_actor(self).map(|res, act, _| {
-            let (pending, targets) = res?;
-            let handed = act.hand_over(pending, &targets);
-            if handed > 0 {
-                log::info!("claimed {handed} pending deliveries");
+            let targets = res?;
+            let n = act.read_backlogs(&targets);
+            if n > 0 {
+                log::info!("reading the pending deliveries of {n} webhooks");
             }
-            Ok(handed)
+            Ok(n)
         }))
     }
 
@@ -286,17 +271,6 @@ impl Dispatcher {
 }
 
 type Handoff = (NewEvent, Vec<Arc<DeliveryTarget>>);
-
-fn job_of(row: DeliveryRow, body: Bytes) -> DeliveryJob {
-    DeliveryJob {
-        delivery_id: row.id,
-        channel_id: row.channel_id,
-        created_at: row.created_at,
-        body,
-        attempts_made: row.attempts.max(0) as u32,
-        due_at: row.next_attempt_at,
-    }
-}
 
 /// The rows for one event: the event with its exact body and a delivery per
 /// target, leased to this instance, due now.
@@ -491,31 +465,14 @@ impl Handler<ChannelEvent> for Dispatcher {
 impl Handler<WebhookChanged> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, msg: WebhookChanged, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: WebhookChanged, _: &mut Self::Context) {
         match msg.target {
             Some(target) => match self.actors.get(&msg.webhook_id) {
                 Some(addr) if addr.connected() => addr.do_send(Retarget(Some(target))),
                 _ => {
                     // Enabled again (or changed while idle): take back what
-                    // it kept pending.
-                    let pool = self.pool.clone();
-                    let owner = self.leases.owner.clone();
-                    let until = now_ms() + self.lease_ms();
-                    let id = msg.webhook_id.clone();
-                    let load = actix_web::web::block(move || {
-                        let mut conn = pool.get()?;
-                        Ok::<_, BrokerError>(db::deliveries::take_pending_of_webhook(
-                            &mut conn, &id, &owner, until,
-                        )?)
-                    });
-                    ctx.spawn(load.into_actor(self).map(move |res, act, _| match res {
-                        Ok(Ok(pending)) => {
-                            let targets = HashMap::from([(target.webhook_id.clone(), target)]);
-                            act.hand_over(pending, &targets);
-                        }
-                        Ok(Err(e)) => log::error!("could not resume webhook: {e}"),
-                        Err(_) => {}
-                    }));
+                    // it kept pending, in pages.
+                    self.actor_for(&target).do_send(ReadBacklog);
                 }
             },
             None => {
@@ -565,7 +522,7 @@ impl Handler<Requeue> for Dispatcher {
         let lease_ms = self.lease_ms();
         let work = async move {
             let webhook_id = msg.webhook_id.clone();
-            let pending = actix_web::web::block(move || {
+            let requeued = actix_web::web::block(move || {
                 let mut conn = pool.get()?;
                 let now = now_ms();
                 Ok::<_, BrokerError>(db::deliveries::requeue(
@@ -583,13 +540,14 @@ impl Handler<Requeue> for Dispatcher {
                     webhook_ids: vec![webhook_id],
                 })
                 .await?;
-            Ok::<_, BrokerError>((pending, targets))
+            Ok::<_, BrokerError>((requeued, targets))
         };
         Box::pin(work.into_actor(self).map(|res, act, _| {
-            let (pending, targets) = res?;
-            let n = pending.len();
-            act.hand_over(pending, &targets);
-            Ok(n)
+            let (requeued, targets) = res?;
+            if requeued > 0 {
+                act.read_backlogs(&targets);
+            }
+            Ok(requeued)
         }))
     }
 }

@@ -329,31 +329,48 @@ fn outcome_update_sql(chunk: &[&(AttemptRow, AttemptOutcome)]) -> String {
 /// A pending delivery with the body it carries.
 pub type PendingDelivery = (DeliveryRow, String);
 
-/// Claims up to `limit` pending deliveries nobody holds: unowned, with a
-/// lapsed lease, or (at start, `reclaim_own`) held by this instance's
-/// previous run. Returns them with their bodies, oldest first, so per-channel
-/// order can be rebuilt. On MySQL the scan walks `deliveries_due` with
-/// `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each
-/// other nor take the same row.
-pub fn claim(
+/// Where a webhook's backlog page starts: after this `(created_at, id)`,
+/// the order deliveries of one channel must go out in.
+pub type Cursor = (i64, String);
+
+/// One page of a webhook's backlog: up to `limit` pending deliveries after
+/// `after` (from the start with `None`), oldest first, with their bodies,
+/// leased to `owner` in the same transaction. Rows leased to another live
+/// instance are left alone. The page is a prefix of each channel's queue
+/// past `after`, which is what lets a delivery actor hold only a window of
+/// its webhook's backlog and still keep every channel in order. It walks
+/// `deliveries_pending_by_webhook` (webhook, status, created_at, id), so on
+/// MySQL `FOR UPDATE SKIP LOCKED` locks only the rows it returns.
+pub fn claim_page(
     conn: &mut DbConn,
+    webhook_id: &str,
     owner: &str,
     now: i64,
     lease_ms: i64,
+    after: Option<&Cursor>,
     limit: i64,
-    reclaim_own: bool,
 ) -> QueryResult<Vec<PendingDelivery>> {
     conn.transaction(|conn| {
-        let claimable = deliveries::lease_until
-            .is_null()
-            .or(deliveries::lease_until.lt(now))
-            .or(deliveries::lease_owner
-                .eq(owner)
-                .and(reclaim_own.into_sql::<diesel::sql_types::Bool>()));
+        // From the start is after the smallest key: one statement shape,
+        // which `FOR UPDATE` needs (a boxed query cannot take it).
+        let (at, id) = after
+            .map(|(at, id)| (*at, id.as_str()))
+            .unwrap_or((i64::MIN, ""));
         let base = deliveries::table
+            .filter(deliveries::webhook_id.eq(webhook_id))
             .filter(deliveries::status.eq(status::PENDING))
-            .filter(claimable)
-            .order(deliveries::next_attempt_at)
+            .filter(
+                deliveries::created_at
+                    .gt(at)
+                    .or(deliveries::created_at.eq(at).and(deliveries::id.gt(id))),
+            )
+            .filter(
+                deliveries::lease_owner
+                    .eq(owner)
+                    .or(deliveries::lease_until.is_null())
+                    .or(deliveries::lease_until.lt(now)),
+            )
+            .order((deliveries::created_at, deliveries::id))
             .select(deliveries::id)
             .limit(limit);
         let ids: Vec<String> = match conn {
@@ -377,6 +394,30 @@ pub fn claim(
             .select((DeliveryRow::as_select(), events::payload))
             .load(conn)
     })
+}
+
+/// The webhooks with pending deliveries that `owner` may take: nobody's,
+/// with a lapsed lease, or (`include_own`, at start) its own earlier run's.
+/// Ids only: the deliveries themselves are read page by page by each
+/// webhook's actor ([`claim_page`]).
+pub fn webhooks_with_claimable(
+    conn: &mut DbConn,
+    owner: &str,
+    now: i64,
+    include_own: bool,
+) -> QueryResult<Vec<String>> {
+    let claimable = deliveries::lease_until
+        .is_null()
+        .or(deliveries::lease_until.lt(now))
+        .or(deliveries::lease_owner
+            .eq(owner)
+            .and(include_own.into_sql::<diesel::sql_types::Bool>()));
+    deliveries::table
+        .filter(deliveries::status.eq(status::PENDING))
+        .filter(claimable)
+        .select(deliveries::webhook_id)
+        .distinct()
+        .load(conn)
 }
 
 /// Extends the leases of every pending delivery `owner` holds.
@@ -405,38 +446,10 @@ pub fn release_leases(conn: &mut DbConn, owner: &str) -> QueryResult<usize> {
     .execute(conn)
 }
 
-/// The pending deliveries of one webhook, with bodies, oldest first, leased
-/// to `owner` (used when a webhook is enabled again).
-pub fn take_pending_of_webhook(
-    conn: &mut DbConn,
-    webhook_id: &str,
-    owner: &str,
-    until: i64,
-) -> QueryResult<Vec<PendingDelivery>> {
-    conn.transaction(|conn| {
-        diesel::update(
-            deliveries::table
-                .filter(deliveries::status.eq(status::PENDING))
-                .filter(deliveries::webhook_id.eq(webhook_id)),
-        )
-        .set((
-            deliveries::lease_owner.eq(owner),
-            deliveries::lease_until.eq(until),
-        ))
-        .execute(conn)?;
-        deliveries::table
-            .inner_join(events::table)
-            .filter(deliveries::status.eq(status::PENDING))
-            .filter(deliveries::webhook_id.eq(webhook_id))
-            .order((deliveries::created_at, deliveries::id))
-            .select((DeliveryRow::as_select(), events::payload))
-            .load(conn)
-    })
-}
-
 /// Puts deliveries of a webhook back to pending, due now, leased to
-/// `owner`; returns them with bodies, oldest first. Only deliveries that are
-/// not already pending are touched.
+/// `owner`; answers how many. Only deliveries that are not already pending
+/// are touched. Bodies are not read: the webhook's actor reads its backlog
+/// in pages.
 pub fn requeue(
     conn: &mut DbConn,
     webhook_id: &str,
@@ -444,11 +457,11 @@ pub fn requeue(
     owner: &str,
     now: i64,
     until: i64,
-) -> QueryResult<Vec<PendingDelivery>> {
+) -> QueryResult<usize> {
     conn.transaction(|conn| {
-        let mut taken = Vec::new();
+        let mut requeued = 0;
         for chunk in ids.chunks(500) {
-            let n = diesel::update(
+            requeued += diesel::update(
                 deliveries::table
                     .filter(deliveries::webhook_id.eq(webhook_id))
                     .filter(deliveries::id.eq_any(chunk))
@@ -462,21 +475,8 @@ pub fn requeue(
                 deliveries::lease_until.eq(until),
             ))
             .execute(conn)?;
-            if n > 0 {
-                taken.extend(
-                    deliveries::table
-                        .inner_join(events::table)
-                        .filter(deliveries::id.eq_any(chunk))
-                        .filter(deliveries::lease_owner.eq(owner))
-                        .filter(deliveries::next_attempt_at.eq(now))
-                        .filter(deliveries::status.eq(status::PENDING))
-                        .select((DeliveryRow::as_select(), events::payload))
-                        .load::<PendingDelivery>(conn)?,
-                );
-            }
         }
-        taken.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
-        Ok(taken)
+        Ok(requeued)
     })
 }
 

@@ -121,7 +121,8 @@ impl ManageConnection for Manager {
 }
 
 /// What this build says to a `mysql://` URL when it has no MySQL support.
-pub const NO_MYSQL: &str = "this webhook-broker was built without MySQL support; \
+pub const NO_MYSQL: &str = "DATABASE_URL names a MySQL database, but this webhook-broker was \
+     built without MySQL support; \
      rebuild it with the `mysql` feature: cargo build --release --features mysql \
      (needs the MySQL client library, e.g. apt-get install libmariadb-dev)";
 

@@ -1,0 +1,2 @@
+DROP INDEX deliveries_by_lease_owner;
+DROP INDEX deliveries_pending_by_webhook;

@@ -1,0 +1,223 @@
+//! The window rule: which of a webhook's pending deliveries its delivery
+//! actor holds in memory, so that memory is bounded by configuration
+//! (`BROKER_MAX_IN_MEMORY`) and not by the backlog, and every channel still
+//! goes out in order.
+//!
+//! Every delivery is durable in the database before an actor hears of it,
+//! so an actor may leave one there and read it later. The invariant that
+//! keeps order: the actor holds every pending delivery of its webhook up to
+//! a cursor in acceptance order `(created_at, id)`, and none past it that it
+//! has not been handed in order. A page read from the database is the next
+//! stretch past the cursor, so for each channel the actor always holds a
+//! prefix of that channel's queue: the oldest pending delivery of a channel
+//! is in memory whenever any of its later ones is.
+//!
+//! While a backlog exists (the budget ran out, or the broker started with
+//! pending work), new deliveries are left in the database and come back in
+//! pages; arrivals during a page read are kept aside, and the backlog ends
+//! when a page comes back short (the database had nothing more at that
+//! moment), at which point what was kept aside is exactly what came after.
+//! The rules are pure; [`crate::actors::delivery`] wires them up.
+
+/// A position in acceptance order: `(created_at, delivery id)`.
+pub type Cursor = (i64, String);
+
+/// What to do with a delivery the actor has just been handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Hold it in memory now.
+    Hold,
+    /// Keep it aside until the page being read comes back.
+    Aside,
+    /// Leave it in the database; a later page brings it back.
+    Leave,
+}
+
+/// What to do with the deliveries kept aside once a page is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPage {
+    /// The backlog is over: admit them again (they are all held).
+    AdmitAside,
+    /// More is waiting in the database: admit them again (those past the
+    /// cursor are left there).
+    Readmit,
+}
+
+/// One webhook's window on its pending deliveries.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    backlog: bool,
+    cursor: Option<Cursor>,
+    reading: bool,
+    restart: bool,
+}
+
+impl Window {
+    /// A window with nothing in the database beyond what it is handed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether deliveries may be waiting in the database and not in memory.
+    pub fn has_backlog(&self) -> bool {
+        self.backlog
+    }
+
+    /// Whether a page read is under way.
+    pub fn is_reading(&self) -> bool {
+        self.reading
+    }
+
+    /// Pending deliveries may be in the database at any position (at start,
+    /// after a takeover, a resume or a requeue): read from the beginning.
+    /// Deliveries already held come back in the pages and are skipped.
+    pub fn read_from_start(&mut self) {
+        self.backlog = true;
+        if self.reading {
+            self.restart = true;
+        } else {
+            self.cursor = None;
+        }
+    }
+
+    /// Decides on a delivery at `key` handed to the actor; `room` says
+    /// whether the memory budget has space for one more.
+    pub fn admit(&mut self, key: &Cursor, room: bool) -> Admit {
+        if self.cursor.as_ref().is_some_and(|c| key <= c) {
+            // Inside the stretch the actor holds: it belongs in memory, even
+            // over budget, or the prefix would have a hole.
+            return Admit::Hold;
+        }
+        if self.backlog {
+            return if self.reading {
+                Admit::Aside
+            } else {
+                Admit::Leave
+            };
+        }
+        if !room {
+            self.backlog = true;
+            return Admit::Leave;
+        }
+        self.cursor = Some(key.clone());
+        Admit::Hold
+    }
+
+    /// Whether to read a page now, with `held` deliveries in memory.
+    pub fn wants_page(&self, held: usize, low_water: usize) -> bool {
+        self.backlog && !self.reading && held < low_water
+    }
+
+    /// Starts a page read; answers where the page starts.
+    pub fn start_page(&mut self) -> Option<Cursor> {
+        self.reading = true;
+        self.cursor.clone()
+    }
+
+    /// A page came back: `last` is its last row (if any) and `full` whether
+    /// it held as many rows as were asked for.
+    pub fn page_read(&mut self, last: Option<Cursor>, full: bool) -> AfterPage {
+        self.reading = false;
+        if let Some(last) = last {
+            if self.cursor.as_ref().is_none_or(|c| &last > c) {
+                self.cursor = Some(last);
+            }
+        }
+        if std::mem::take(&mut self.restart) {
+            self.cursor = None;
+            return AfterPage::Readmit;
+        }
+        if full {
+            AfterPage::Readmit
+        } else {
+            self.backlog = false;
+            AfterPage::AdmitAside
+        }
+    }
+
+    /// A page read failed: what was kept aside stays in the database.
+    pub fn page_failed(&mut self) {
+        self.reading = false;
+        if std::mem::take(&mut self.restart) {
+            self.cursor = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(at: i64) -> Cursor {
+        (at, format!("msg_{at:04}"))
+    }
+
+    #[test]
+    fn without_a_backlog_every_delivery_is_held_and_moves_the_cursor() {
+        let mut w = Window::new();
+        assert_eq!(w.admit(&key(1), true), Admit::Hold);
+        assert_eq!(w.admit(&key(2), true), Admit::Hold);
+        assert!(!w.has_backlog());
+        assert!(!w.wants_page(0, 10));
+    }
+
+    #[test]
+    fn a_full_budget_leaves_deliveries_in_the_database_until_a_short_page() {
+        let mut w = Window::new();
+        assert_eq!(w.admit(&key(1), true), Admit::Hold);
+        assert_eq!(w.admit(&key(2), false), Admit::Leave);
+        assert!(w.has_backlog());
+        // Room again, but the backlog is not over: order needs the page.
+        assert_eq!(w.admit(&key(3), true), Admit::Leave);
+        assert!(w.wants_page(0, 10));
+        assert_eq!(w.start_page(), Some(key(1)));
+        assert_eq!(w.admit(&key(4), true), Admit::Aside);
+        assert_eq!(w.page_read(Some(key(3)), false), AfterPage::AdmitAside);
+        assert!(!w.has_backlog());
+        assert_eq!(w.admit(&key(4), true), Admit::Hold);
+    }
+
+    #[test]
+    fn after_a_full_page_what_was_kept_aside_past_the_cursor_waits_for_the_next() {
+        let mut w = Window::new();
+        w.read_from_start();
+        assert_eq!(w.start_page(), None);
+        assert_eq!(w.admit(&key(9), true), Admit::Aside);
+        assert_eq!(w.admit(&key(2), true), Admit::Aside);
+        assert_eq!(w.page_read(Some(key(5)), true), AfterPage::Readmit);
+        assert_eq!(w.admit(&key(2), true), Admit::Hold);
+        assert_eq!(w.admit(&key(9), true), Admit::Leave);
+        assert_eq!(w.start_page(), Some(key(5)));
+    }
+
+    #[test]
+    fn a_late_delivery_inside_the_held_stretch_is_held_even_in_a_backlog() {
+        let mut w = Window::new();
+        assert_eq!(w.admit(&key(5), true), Admit::Hold);
+        assert_eq!(w.admit(&key(6), false), Admit::Leave);
+        assert_eq!(w.admit(&key(3), false), Admit::Hold);
+    }
+
+    #[test]
+    fn reading_from_the_start_during_a_page_takes_effect_when_it_is_in() {
+        let mut w = Window::new();
+        w.read_from_start();
+        w.start_page();
+        w.read_from_start();
+        assert_eq!(w.page_read(Some(key(7)), false), AfterPage::Readmit);
+        assert!(w.has_backlog());
+        assert_eq!(w.start_page(), None);
+    }
+
+    #[test]
+    fn a_failed_page_keeps_the_backlog_and_its_cursor() {
+        let mut w = Window::new();
+        w.admit(&key(1), true);
+        w.admit(&key(2), false);
+        assert_eq!(w.start_page(), Some(key(1)));
+        w.page_failed();
+        assert!(w.has_backlog());
+        assert!(w.wants_page(0, 1));
+        assert_eq!(w.start_page(), Some(key(1)));
+    }
+}
