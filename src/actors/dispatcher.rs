@@ -500,12 +500,13 @@ impl Handler<WebhookChanged> for Dispatcher {
                     // it kept pending.
                     let pool = self.pool.clone();
                     let owner = self.leases.owner.clone();
-                    let until = now_ms() + self.lease_ms();
+                    let now = now_ms();
+                    let until = now + self.lease_ms();
                     let id = msg.webhook_id.clone();
                     let load = actix_web::web::block(move || {
                         let mut conn = pool.get()?;
                         Ok::<_, BrokerError>(db::deliveries::take_pending_of_webhook(
-                            &mut conn, &id, &owner, until,
+                            &mut conn, &id, &owner, now, until,
                         )?)
                     });
                     ctx.spawn(load.into_actor(self).map(move |res, act, _| match res {

@@ -405,29 +405,46 @@ pub fn release_leases(conn: &mut DbConn, owner: &str) -> QueryResult<usize> {
     .execute(conn)
 }
 
-/// The pending deliveries of one webhook, with bodies, oldest first, leased
-/// to `owner` (used when a webhook is enabled again).
+/// The pending deliveries of one webhook that `owner` holds or nobody does
+/// (unowned, or with a lease lapsed at `now`), with bodies, oldest first,
+/// leased to `owner` until `until` (used when a webhook is enabled again or
+/// retargeted). Rows another live instance holds stay with it: every
+/// instance applies the same enable (locally or from the change log) and
+/// resumes its own, so none is attempted by two at once.
 pub fn take_pending_of_webhook(
     conn: &mut DbConn,
     webhook_id: &str,
     owner: &str,
+    now: i64,
     until: i64,
 ) -> QueryResult<Vec<PendingDelivery>> {
     conn.transaction(|conn| {
-        diesel::update(
-            deliveries::table
-                .filter(deliveries::status.eq(status::PENDING))
-                .filter(deliveries::webhook_id.eq(webhook_id)),
-        )
-        .set((
-            deliveries::lease_owner.eq(owner),
-            deliveries::lease_until.eq(until),
-        ))
-        .execute(conn)?;
+        let ours_or_free = deliveries::lease_owner
+            .is_null()
+            .or(deliveries::lease_owner.eq(owner))
+            .or(deliveries::lease_until.lt(now));
+        let ids: Vec<String> = deliveries::table
+            .filter(deliveries::status.eq(status::PENDING))
+            .filter(deliveries::webhook_id.eq(webhook_id))
+            .filter(ours_or_free)
+            .select(deliveries::id)
+            .load(conn)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        for chunk in ids.chunks(500) {
+            diesel::update(deliveries::table.filter(deliveries::id.eq_any(chunk)))
+                .set((
+                    deliveries::lease_owner.eq(owner),
+                    deliveries::lease_until.eq(until),
+                ))
+                .execute(conn)?;
+        }
         deliveries::table
             .inner_join(events::table)
             .filter(deliveries::status.eq(status::PENDING))
             .filter(deliveries::webhook_id.eq(webhook_id))
+            .filter(deliveries::lease_owner.eq(owner))
             .order((deliveries::created_at, deliveries::id))
             .select((DeliveryRow::as_select(), events::payload))
             .load(conn)
