@@ -183,6 +183,9 @@ impl std::fmt::Debug for DeliveryTarget {
 /// (the requirement is 1 s). An idle poll is one short read transaction.
 pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The longest a poll waits for a pooled connection.
+const POLL_CONN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The most change rows one read of the log takes; a poll reads pages until
 /// it has caught up.
 pub const CHANGE_PAGE: i64 = 1000;
@@ -354,7 +357,10 @@ impl Registry {
     /// by page, until caught up; reloads everything when the log no longer
     /// holds what was missed. Answers how many change rows were read.
     fn poll_changes(&mut self) -> Result<usize, BrokerError> {
-        let mut conn = self.conn()?;
+        // Everything behind the registry (ingest's matching included) waits
+        // while it polls: never wait the pool's full timeout for a
+        // connection, as one would while the database is down.
+        let mut conn = self.pool.get_timeout(POLL_CONN_WAIT)?;
         let mut read = 0;
         loop {
             match db::changes::since(&mut conn, self.seen_version, CHANGE_PAGE)? {
