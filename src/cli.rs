@@ -28,11 +28,10 @@ unset, except BROKER_RETRY_SCHEDULE (empty means no retries).
 Exit status: 0 on success, 1 when the database cannot be used (or the daemon
 fails), 2 for an invalid setting or a usage error.";
 
-const RESTART_NOTE: &str = "\
-The app is written straight to the database. A daemon that is already
-running on that database loads apps only when it starts, so it accepts the
-new key only after a restart; to add an app to a running daemon without a
-restart, use POST /v1/apps with the admin token instead.";
+const CREATE_NOTE: &str = "\
+The app is written straight to the database, with an entry in its change
+log. Daemons already running on that database follow the log, so they
+accept the new key within about 200 ms, without a restart.";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -64,7 +63,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum AppsCommand {
     /// Create an app and print {"id", "name", "apiKey"} as JSON; the key is shown only this once
-    #[command(after_help = RESTART_NOTE)]
+    #[command(after_help = CREATE_NOTE)]
     Create {
         /// Display name, 1 to 255 characters
         name: String,

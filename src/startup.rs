@@ -13,6 +13,7 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::delivery::DeliveryPolicy;
 use crate::actors::dispatcher::{ClaimPending, Dispatcher, LeaseConfig, Shutdown};
 use crate::actors::janitor::Janitor;
+use crate::actors::poller::ChangePoller;
 use crate::actors::recorder::Recorder;
 use crate::actors::registry::{Registry, Snapshot};
 use crate::api::{self, auth, ApiState};
@@ -45,6 +46,8 @@ pub struct Broker {
     pub janitor: Addr<Janitor>,
     pool: Pool,
     api: ApiState,
+    /// Kept so the poller lives as long as the broker.
+    _poller: Addr<ChangePoller>,
 }
 
 impl Broker {
@@ -91,6 +94,10 @@ impl Broker {
                 secret_grace,
             )
         });
+
+        // Changes made elsewhere (other instances, the CLI) reach the
+        // registry through the change log, polled from here on.
+        let poller = ChangePoller::new(registry.clone()).start();
 
         let arbiters = (0..config.delivery_workers)
             .map(|_| Arbiter::new().handle())
@@ -139,6 +146,7 @@ impl Broker {
             janitor,
             pool,
             api,
+            _poller: poller,
         })
     }
 

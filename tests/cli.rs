@@ -207,7 +207,7 @@ fn help_lists_the_commands_and_version_answers() {
     );
     let (code, stdout, _) = run(dir.path(), &["apps", "create", "--help"], &[]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("restart"), "{stdout}");
+    assert!(stdout.contains("without a restart"), "{stdout}");
 
     let (code, stdout, _) = run(dir.path(), &["--version"], &[]);
     assert_eq!(code, 0);

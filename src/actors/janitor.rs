@@ -4,6 +4,9 @@
 //! transaction on the blocking pool, with a pause between them, so it never
 //! holds locks that delivery or ingest would wait on. Pending and failed
 //! deliveries are never pruned: they are work, or evidence, not history.
+//! It also keeps the registry change log short: rows older than
+//! [`CHANGE_LOG_KEEP`] go (an instance that has not read them by then
+//! reloads everything instead, see [`crate::db::changes`]).
 
 use std::time::Duration;
 
@@ -18,6 +21,9 @@ const BATCH: i64 = 500;
 const PAUSE: Duration = Duration::from_millis(20);
 /// How often retention runs.
 const EVERY: Duration = Duration::from_secs(600);
+/// How long a registry change row is kept: far longer than any live
+/// instance takes to read it (a poll every 200 ms).
+pub const CHANGE_LOG_KEEP: Duration = Duration::from_secs(3600);
 
 /// The janitor actor.
 pub struct Janitor {
@@ -60,6 +66,19 @@ impl Janitor {
                     break;
                 }
                 std::thread::sleep(PAUSE);
+            }
+            let changes_before = now_ms() - CHANGE_LOG_KEEP.as_millis() as i64;
+            let mut changes = 0;
+            loop {
+                let n = db::changes::prune(&mut *pool.get()?, changes_before, BATCH)?;
+                changes += n;
+                if (n as i64) < BATCH {
+                    break;
+                }
+                std::thread::sleep(PAUSE);
+            }
+            if changes > 0 {
+                log::info!("pruned {changes} registry change rows");
             }
             Ok::<_, BrokerError>(pruned)
         });

@@ -3,5 +3,6 @@
 pub mod delivery;
 pub mod dispatcher;
 pub mod janitor;
+pub mod poller;
 pub mod recorder;
 pub mod registry;

@@ -6,6 +6,14 @@
 //! database calls block that thread, never an actix arbiter, and because it
 //! is one thread its messages are handled strictly one after another. Changes
 //! that affect delivery are announced to the dispatcher.
+//!
+//! Changes made elsewhere (another instance on the same database, or
+//! `webhook-broker apps create`) arrive through the change log
+//! ([`db::changes`]): [`PollChanges`], sent every [`POLL_EVERY`] by the
+//! [`super::poller::ChangePoller`], reads the log past the last version
+//! applied and re-reads only the apps and webhooks it names, applying each
+//! as a local change would be applied (with the same announcements). The
+//! instance's own changes come back the same way and change nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -170,18 +178,38 @@ impl std::fmt::Debug for DeliveryTarget {
     }
 }
 
-/// The state loaded from the database at start.
+/// How often the registry reads the change log: a change made through any
+/// instance is in force on every other within this plus one poll's queries
+/// (the requirement is 1 s). An idle poll is one short read transaction.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The longest a poll waits for a pooled connection.
+const POLL_CONN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The most change rows one read of the log takes; a poll reads pages until
+/// it has caught up.
+pub const CHANGE_PAGE: i64 = 1000;
+
+/// The state loaded from the database at start (or at a full reload).
 pub struct Snapshot {
     apps: Vec<AppRow>,
     webhooks: Vec<WebhookRow>,
+    /// The change-log version the rows are as of.
+    version: i64,
 }
 
 impl Snapshot {
-    /// Reads every app and webhook.
+    /// Reads every app and webhook, and the change-log version they are as
+    /// of, in one transaction (one snapshot): every change after `version`
+    /// is in the log, every change up to it is in the rows.
     pub fn load(conn: &mut db::DbConn) -> diesel::QueryResult<Self> {
-        Ok(Snapshot {
-            apps: db::apps::all(conn)?,
-            webhooks: db::webhooks::all(conn)?,
+        use diesel::Connection;
+        conn.transaction(|conn| {
+            Ok(Snapshot {
+                version: db::changes::current(conn)?,
+                apps: db::apps::all(conn)?,
+                webhooks: db::webhooks::all(conn)?,
+            })
         })
     }
 }
@@ -203,6 +231,8 @@ pub struct Registry {
     disabled: usize,
     /// BROKER_SECRET_GRACE.
     secret_grace: std::time::Duration,
+    /// The last change-log version applied.
+    seen_version: i64,
 }
 
 impl Registry {
@@ -225,17 +255,10 @@ impl Registry {
             disable_after,
             disabled: 0,
             secret_grace,
+            seen_version: snapshot.version,
         };
         for row in snapshot.apps {
-            registry.key_hashes.insert(row.api_key_hash, row.id.clone());
-            registry.apps.insert(
-                row.id.clone(),
-                App {
-                    id: row.id,
-                    name: row.name,
-                    created_at: row.created_at,
-                },
-            );
+            registry.remember_app(row);
         }
         for row in snapshot.webhooks {
             let id = row.id.clone();
@@ -250,6 +273,17 @@ impl Registry {
             registry.webhooks.len()
         );
         registry
+    }
+
+    fn remember_app(&mut self, row: AppRow) -> App {
+        let app = App {
+            id: row.id.clone(),
+            name: row.name,
+            created_at: row.created_at,
+        };
+        self.key_hashes.insert(row.api_key_hash, row.id.clone());
+        self.apps.insert(row.id, app.clone());
+        app
     }
 
     fn remember(&mut self, webhook: Webhook) {
@@ -319,6 +353,148 @@ impl Registry {
         Ok(())
     }
 
+    /// Reads the change log past [`Self::seen_version`] and applies it, page
+    /// by page, until caught up; reloads everything when the log no longer
+    /// holds what was missed. Answers how many change rows were read.
+    fn poll_changes(&mut self) -> Result<usize, BrokerError> {
+        // Everything behind the registry (ingest's matching included) waits
+        // while it polls: never wait the pool's full timeout for a
+        // connection, as one would while the database is down.
+        let mut conn = self.pool.get_timeout(POLL_CONN_WAIT)?;
+        let mut read = 0;
+        loop {
+            match db::changes::since(&mut conn, self.seen_version, CHANGE_PAGE)? {
+                db::changes::Changes::Next(rows) => {
+                    let Some(last) = rows.last().map(|r| r.version) else {
+                        return Ok(read);
+                    };
+                    let full = rows.len() as i64 == CHANGE_PAGE;
+                    read += rows.len();
+                    self.apply_changes(&mut conn, &rows)?;
+                    self.seen_version = last;
+                    if !full {
+                        return Ok(read);
+                    }
+                }
+                db::changes::Changes::Behind(current) => {
+                    log::warn!(
+                        "the change log no longer holds versions {}..={current}: reloading \
+                         every app and webhook",
+                        self.seen_version + 1
+                    );
+                    let snapshot = Snapshot::load(&mut conn)?;
+                    self.reload(snapshot);
+                    return Ok(read);
+                }
+            }
+        }
+    }
+
+    /// Re-reads the apps and webhooks `rows` name and applies them.
+    fn apply_changes(
+        &mut self,
+        conn: &mut db::DbConn,
+        rows: &[db::changes::ChangeRow],
+    ) -> Result<(), BrokerError> {
+        let mut app_ids = BTreeSet::new();
+        let mut webhook_ids = BTreeSet::new();
+        for row in rows {
+            match row.kind.as_str() {
+                db::changes::kind::APP => app_ids.insert(row.entity_id.as_str()),
+                db::changes::kind::WEBHOOK => webhook_ids.insert(row.entity_id.as_str()),
+                other => {
+                    log::warn!("ignoring a change of unknown kind `{other}`");
+                    false
+                }
+            };
+        }
+        let app_ids: Vec<&str> = app_ids.into_iter().collect();
+        let webhook_ids: Vec<&str> = webhook_ids.into_iter().collect();
+        let apps = db::apps::by_ids(conn, &app_ids)?;
+        let mut webhooks: HashMap<String, WebhookRow> = db::webhooks::by_ids(conn, &webhook_ids)?
+            .into_iter()
+            .map(|w| (w.id.clone(), w))
+            .collect();
+        for row in apps {
+            self.remember_app(row);
+        }
+        for id in webhook_ids {
+            let row = webhooks.remove(id);
+            self.apply_webhook(id, row);
+        }
+        log::debug!(
+            "applied {} changes, up to version {}",
+            rows.len(),
+            rows.last().map_or(0, |r| r.version)
+        );
+        Ok(())
+    }
+
+    /// Brings one webhook in memory to its stored `row` (`None`: deleted),
+    /// with the announcement the same change made here would have made. A
+    /// row equal to what memory holds changes nothing.
+    fn apply_webhook(&mut self, id: &str, row: Option<WebhookRow>) {
+        let Some(row) = row else {
+            if self.webhooks.contains_key(id) {
+                self.forget(id);
+                self.announce(id, None);
+            }
+            return;
+        };
+        let old = self.webhooks.get(id);
+        if old.is_some_and(|w| w.to_row() == row) {
+            return;
+        }
+        let webhook = match Webhook::from_row(row) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("skipping unreadable webhook {id}: {e}");
+                return;
+            }
+        };
+        let was_enabled = old.map(|w| w.status == WebhookStatus::Enabled);
+        let is_enabled = webhook.status == WebhookStatus::Enabled;
+        let target_moved = old.is_some_and(|w| {
+            w.uri.as_str() != webhook.uri.as_str()
+                || w.secret != webhook.secret
+                || w.previous_secret != webhook.previous_secret
+        });
+        match (was_enabled, is_enabled) {
+            // New: nothing of it is pending here yet.
+            (None, _) => {}
+            (Some(true), false) => self.announce(id, None),
+            (Some(false), true) => self.announce(id, Some(webhook.target())),
+            (Some(true), true) if target_moved => self.announce(id, Some(webhook.target())),
+            _ => {}
+        }
+        self.remember(webhook);
+    }
+
+    /// Replaces memory with `snapshot`, announcing what changed on the way.
+    fn reload(&mut self, snapshot: Snapshot) {
+        self.apps.clear();
+        self.key_hashes.clear();
+        for row in snapshot.apps {
+            self.remember_app(row);
+        }
+        let mut gone: BTreeSet<String> = self.webhooks.keys().cloned().collect();
+        for row in snapshot.webhooks {
+            gone.remove(&row.id);
+            let id = row.id.clone();
+            self.apply_webhook(&id, Some(row));
+        }
+        for id in gone {
+            self.apply_webhook(&id, None);
+        }
+        self.seen_version = snapshot.version;
+        log::info!(
+            "registry reloaded {} apps and {} webhooks at version {}",
+            self.apps.len(),
+            self.webhooks.len(),
+            self.seen_version
+        );
+    }
+
     fn announce(&self, webhook_id: &str, target: Option<Arc<DeliveryTarget>>) {
         self.changes.do_send(WebhookChanged {
             webhook_id: webhook_id.to_owned(),
@@ -365,13 +541,7 @@ impl Handler<CreateApp> for Registry {
     fn handle(&mut self, msg: CreateApp, _: &mut Self::Context) -> Self::Result {
         // The same function as `webhook-broker apps create`.
         let db::apps::NewApp { row, api_key } = db::apps::create(&mut *self.conn()?, msg.name)?;
-        let app = App {
-            id: row.id.clone(),
-            name: row.name,
-            created_at: row.created_at,
-        };
-        self.key_hashes.insert(row.api_key_hash, row.id.clone());
-        self.apps.insert(row.id, app.clone());
+        let app = self.remember_app(row);
         Ok(CreatedApp { app, api_key })
     }
 }
@@ -776,5 +946,20 @@ impl Handler<RotateSecret> for Registry {
         let secret = webhook.secret.clone();
         self.remember(webhook);
         Ok(secret)
+    }
+}
+
+/// Applies the changes other instances (or the CLI) made since the last
+/// poll: sent every [`POLL_EVERY`] by the
+/// [`super::poller::ChangePoller`]. Answers how many change rows were read.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<usize, BrokerError>")]
+pub struct PollChanges;
+
+impl Handler<PollChanges> for Registry {
+    type Result = Result<usize, BrokerError>;
+
+    fn handle(&mut self, _: PollChanges, _: &mut Self::Context) -> Self::Result {
+        self.poll_changes()
     }
 }

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::models::AppRow;
 use super::schema::apps;
-use super::{new_id, now_ms, DbConn};
+use super::{changes, new_id, now_ms, DbConn};
 
 /// The longest app name, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
@@ -56,7 +56,9 @@ impl std::fmt::Debug for NewApp {
 }
 
 /// Creates an app named `name` (already checked with [`normalize_name`]):
-/// a new `app_` id, a new API key, and a row holding the key's hash.
+/// a new `app_` id, a new API key, and a row holding the key's hash. The
+/// change is logged in the same transaction, so every running instance
+/// takes the app in within a poll ([`super::changes`]).
 pub fn create(conn: &mut DbConn, name: String) -> QueryResult<NewApp> {
     let api_key = generate_api_key();
     let row = AppRow {
@@ -69,12 +71,26 @@ pub fn create(conn: &mut DbConn, name: String) -> QueryResult<NewApp> {
     Ok(NewApp { row, api_key })
 }
 
-/// Stores a new app.
+/// Stores a new app, and logs the change in the same transaction.
 pub fn insert(conn: &mut DbConn, app: &AppRow) -> QueryResult<()> {
-    diesel::insert_into(apps::table)
-        .values(app)
-        .execute(conn)
-        .map(drop)
+    conn.transaction(|conn| {
+        diesel::insert_into(apps::table).values(app).execute(conn)?;
+        changes::record(conn, changes::kind::APP, &app.id).map(drop)
+    })
+}
+
+/// The apps among `ids` that exist.
+pub fn by_ids(conn: &mut DbConn, ids: &[&str]) -> QueryResult<Vec<AppRow>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        rows.extend(
+            apps::table
+                .filter(apps::id.eq_any(chunk))
+                .select(AppRow::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Every app, oldest first.

@@ -3,6 +3,7 @@
 //! (`fn(&mut DbConn, ...) -> QueryResult<T>`) grouped by table.
 
 pub mod apps;
+pub mod changes;
 pub mod deliveries;
 pub mod models;
 pub mod schema;

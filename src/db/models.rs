@@ -15,7 +15,7 @@ pub struct AppRow {
 }
 
 /// A webhook subscription.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = webhooks, treat_none_as_default_value = false)]
 pub struct WebhookRow {
     pub id: String,

@@ -70,6 +70,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    registry_version (id) {
+        id -> Integer,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    registry_changes (version) {
+        version -> BigInt,
+        kind -> Text,
+        entity_id -> Text,
+        at -> BigInt,
+    }
+}
+
 diesel::joinable!(webhooks -> apps (app_id));
 diesel::joinable!(deliveries -> events (event_id));
 
@@ -78,5 +94,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhooks,
     events,
     deliveries,
-    delivery_attempts
+    delivery_attempts,
+    registry_version,
+    registry_changes
 );

@@ -1,21 +1,34 @@
-//! Queries on `webhooks`.
+//! Queries on `webhooks`. Every write logs its change in its own
+//! transaction ([`super::changes::record`]), so other instances see it.
 
 use diesel::prelude::*;
 
 use super::models::WebhookRow;
 use super::schema::{deliveries, delivery_attempts, webhooks};
-use super::DbConn;
+use super::{changes, DbConn};
 
 /// Stores a new webhook.
 pub fn insert(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<()> {
-    diesel::insert_into(webhooks::table)
-        .values(row)
-        .execute(conn)
-        .map(drop)
+    conn.transaction(|conn| {
+        diesel::insert_into(webhooks::table)
+            .values(row)
+            .execute(conn)?;
+        changes::record(conn, changes::kind::WEBHOOK, &row.id).map(drop)
+    })
 }
 
 /// Rewrites a webhook's mutable fields (URI, events, status, secret).
 pub fn update(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let n = set_fields(conn, row)?;
+        if n > 0 {
+            changes::record(conn, changes::kind::WEBHOOK, &row.id)?;
+        }
+        Ok(n)
+    })
+}
+
+fn set_fields(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<usize> {
     diesel::update(webhooks::table.find(&row.id))
         .set((
             webhooks::uri.eq(&row.uri),
@@ -41,8 +54,26 @@ pub fn delete(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
         diesel::delete(delivery_attempts::table.filter(delivery_attempts::delivery_id.eq_any(ids)))
             .execute(conn)?;
         diesel::delete(deliveries::table.filter(deliveries::webhook_id.eq(id))).execute(conn)?;
-        diesel::delete(webhooks::table.find(id)).execute(conn)
+        let n = diesel::delete(webhooks::table.find(id)).execute(conn)?;
+        if n > 0 {
+            changes::record(conn, changes::kind::WEBHOOK, id)?;
+        }
+        Ok(n)
     })
+}
+
+/// The webhooks among `ids` that exist.
+pub fn by_ids(conn: &mut DbConn, ids: &[&str]) -> QueryResult<Vec<WebhookRow>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        rows.extend(
+            webhooks::table
+                .filter(webhooks::id.eq_any(chunk))
+                .select(WebhookRow::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Every webhook, in id (creation) order.

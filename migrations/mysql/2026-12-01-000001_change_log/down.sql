@@ -1,0 +1,2 @@
+DROP TABLE registry_changes;
+DROP TABLE registry_version;

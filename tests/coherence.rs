@@ -1,0 +1,716 @@
+//! Coherence across instances: a change made through one broker instance
+//! (or by `webhook-broker apps create`) is in force on every instance on
+//! the same database within 1 s, with no restart. On MariaDB two real
+//! daemons share one database; on SQLite (one daemon per database) the CLI
+//! is the other writer. Times are measured from the change's 2xx answer
+//! (or the CLI's exit) to the first answer of the other instance that shows
+//! it, and asserted against the requirement, 1 s.
+
+mod common;
+
+#[cfg(feature = "mysql")]
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+use common::daemon::{self, http, Running};
+use common::{Answer, Received, Receiver, Store, TestApp, TestDb, ADMIN_TOKEN};
+use webhook_broker::actors::registry::CHANGE_PAGE;
+use webhook_broker::db;
+use webhook_broker::db::models::WebhookRow;
+
+/// What the requirement allows between a change and its effect elsewhere.
+const REQUIRED: Duration = Duration::from_secs(1);
+/// How long a wait goes on before it gives up (well past the requirement,
+/// so that a miss reports how late it was rather than only that it was).
+const GIVE_UP: Duration = Duration::from_secs(5);
+
+/// Calls `check` every 10 ms until it is true; how long after `since` it
+/// first was, or `None` if it was not within [`GIVE_UP`].
+fn first_true(since: Instant, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    loop {
+        if check() {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > GIVE_UP {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts that `took` (from [`first_true`]) meets the requirement.
+fn assert_within_requirement(took: Option<Duration>, what: &str) {
+    let took = took.unwrap_or_else(|| panic!("{what}: not within {GIVE_UP:?}"));
+    assert!(took <= REQUIRED, "{what}: took {took:?}, over {REQUIRED:?}");
+    eprintln!("{what}: {took:?}");
+}
+
+/// The environment of one daemon on `db`, named `instance`.
+fn env_of<'a>(url: &'a str, instance: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("DATABASE_URL", url),
+        ("BROKER_BIND", "127.0.0.1:0"),
+        ("BROKER_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("BROKER_ALLOW_PRIVATE_TARGETS", "true"),
+        ("BROKER_INSTANCE_ID", instance),
+        ("BROKER_RETRY_SCHEDULE", "200ms,200ms,500ms"),
+        ("RUST_LOG", "info"),
+    ]
+}
+
+/// A running daemon and its port.
+struct Instance {
+    /// Kept for its Drop, which kills the daemon.
+    _process: Running,
+    port: u16,
+}
+
+// Most of it serves the two-instance tests, which need MariaDB.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+impl Instance {
+    fn start(dir: &std::path::Path, db: &TestDb, name: &str) -> Instance {
+        let url = daemon::database_url(db);
+        let (process, port) = Running::listening(dir, &env_of(&url, name));
+        Instance {
+            _process: process,
+            port,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (status, text) = http(self.port, method, path, token, &body);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates an app; (id, key).
+    fn create_app(&self) -> (String, String) {
+        let (status, body) = self.call(
+            "POST",
+            "/v1/apps",
+            Some(ADMIN_TOKEN),
+            &json!({"name": "coherence"}),
+        );
+        assert_eq!(status, 201, "{body}");
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["apiKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates a webhook for every event at `uri`; its create answer.
+    fn create_webhook(&self, key: &str, uri: &str) -> Value {
+        let (status, body) = self.call(
+            "POST",
+            "/v1/webhook",
+            Some(key),
+            &json!({"uri": uri, "event": "all"}),
+        );
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Ingests an event; the `deliveries` it answered, or `None` when it
+    /// was not accepted (e.g. the app is not known here yet).
+    fn deliveries_for(&self, app_id: &str, channel: &str) -> Option<u64> {
+        let (status, body) = self.call(
+            "POST",
+            "/v1/events",
+            Some(ADMIN_TOKEN),
+            &json!({"event": "channel_live", "appId": app_id, "channel": {"id": channel}}),
+        );
+        (status == 202).then(|| body["deliveries"].as_u64().expect("deliveries"))
+    }
+
+    /// Sets a webhook's status through PUT.
+    fn set_status(&self, key: &str, id: &str, uri: &str, status: &str) {
+        let (code, body) = self.call(
+            "PUT",
+            &format!("/v1/webhook/{id}"),
+            Some(key),
+            &json!({"uri": uri, "event": "all", "status": status}),
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["status"], status, "{body}");
+    }
+
+    fn get_webhook(&self, key: &str, id: &str) -> (u16, Value) {
+        self.call("GET", &format!("/v1/webhook/{id}"), Some(key), &Value::Null)
+    }
+}
+
+/// Two daemons on one fresh MariaDB database (`None` when no server runs,
+/// outside CI).
+#[cfg(feature = "mysql")]
+fn two_instances() -> Option<(TestDb, tempfile::TempDir, Instance, Instance)> {
+    let db = TestDb::new(Store::Mysql)?;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Instance::start(dir.path(), &db, "coherence-a");
+    let b = Instance::start(dir.path(), &db, "coherence-b");
+    Some((db, dir, a, b))
+}
+
+/// Computed from the secret alone, independently of the broker.
+#[cfg(feature = "mysql")]
+fn signature(secret: &str, req: &Received) -> String {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+    let key = B64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.",
+            req.header("webhook-id").unwrap(),
+            req.header("webhook-timestamp").unwrap()
+        )
+        .as_bytes(),
+    );
+    mac.update(&req.body);
+    format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+fn always_204() -> Receiver {
+    daemon::background_receiver(|_, _| Answer::status(204))
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_webhook_created_through_one_instance_gets_events_ingested_through_the_other_within_a_second() {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let receiver = always_204();
+    let (app_id, key) = a.create_app();
+    let webhook = a.create_webhook(&key, &receiver.url);
+    let created = Instant::now();
+    let mut channel = 0;
+    let took = first_true(created, || {
+        channel += 1;
+        b.deliveries_for(&app_id, &format!("c{channel}")) == Some(1)
+    });
+    assert_within_requirement(took, "B answers deliveries: 1 for A's new webhook");
+
+    let got = receiver_wait(&receiver, 1);
+    let arrived = got[0].at.duration_since(created);
+    assert!(
+        arrived <= REQUIRED,
+        "the first delivery arrived {arrived:?} after the webhook's creation"
+    );
+    assert_eq!(got[0].json()["id"], format!("c{channel}"));
+    // And it stays in force: every later event through B reaches it.
+    for n in 0..5 {
+        assert_eq!(b.deliveries_for(&app_id, &format!("later{n}")), Some(1));
+    }
+    assert_eq!(receiver_wait(&receiver, 6).len(), 6);
+    let (status, seen) = b.get_webhook(&key, webhook["id"].as_str().unwrap());
+    assert_eq!(status, 200, "{seen}");
+}
+
+fn receiver_wait(receiver: &Receiver, n: usize) -> Vec<Received> {
+    let mut got = Vec::new();
+    daemon::wait_until(GIVE_UP, || {
+        got = receiver.received();
+        got.len() >= n
+    });
+    assert!(got.len() >= n, "{} of {n} deliveries arrived", got.len());
+    got
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_webhook_disabled_through_one_instance_stops_getting_deliveries_from_the_other_and_resumes_when_enabled(
+) {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let receiver = always_204();
+    let (app_id, key) = a.create_app();
+    let id = a.create_webhook(&key, &receiver.url)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(daemon::wait_until(GIVE_UP, || b.get_webhook(&key, &id).0 == 200));
+    let mut owed = 0;
+    let mut channel = 0;
+    let mut send = |owed: &mut usize| {
+        channel += 1;
+        let n = a.deliveries_for(&app_id, &format!("c{channel}")).unwrap();
+        *owed += n as usize;
+        n
+    };
+    assert_eq!(send(&mut owed), 1);
+    receiver_wait(&receiver, 1);
+
+    b.set_status(&key, &id, &receiver.url, "disabled");
+    let disabled = Instant::now();
+    let took = first_true(disabled, || send(&mut owed) == 0);
+    assert_within_requirement(took, "A answers deliveries: 0 once B disabled the webhook");
+    // What A took in before it knew may be mid-attempt; after that, nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = receiver.received().len();
+    for _ in 0..3 {
+        assert_eq!(send(&mut owed), 0);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        receiver.received().len(),
+        before,
+        "a disabled webhook got deliveries"
+    );
+
+    b.set_status(&key, &id, &receiver.url, "enabled");
+    let enabled = Instant::now();
+    let took = first_true(enabled, || send(&mut owed) == 1);
+    assert_within_requirement(took, "A answers deliveries: 1 once B enabled the webhook");
+    // Everything owed arrives, what was kept while disabled included, and
+    // nothing twice: each instance resumed only what it held.
+    let got = receiver_wait(&receiver, owed);
+    std::thread::sleep(Duration::from_millis(500));
+    let got_now = receiver.received();
+    let ids: HashSet<&str> = got_now
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), owed, "{} distinct of {owed} owed", ids.len());
+    assert_eq!(got_now.len(), got.len().max(owed), "a delivery came twice");
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_secret_rotated_through_one_instance_is_served_and_signs_on_the_other_within_a_second() {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let receiver = always_204();
+    let (app_id, key) = a.create_app();
+    let created = a.create_webhook(&key, &receiver.url);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let old = created["secret"].as_str().unwrap().to_owned();
+    assert!(daemon::wait_until(GIVE_UP, || b.get_webhook(&key, &id).0 == 200));
+
+    let (status, rotated) = a.call(
+        "POST",
+        &format!("/v1/webhook/{id}/secret/rotate"),
+        Some(&key),
+        &Value::Null,
+    );
+    assert_eq!(status, 200, "{rotated}");
+    let at = Instant::now();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let took = first_true(at, || {
+        let (_, body) = b.call(
+            "GET",
+            &format!("/v1/webhook/{id}/secret"),
+            Some(&key),
+            &Value::Null,
+        );
+        body["secret"] == new.as_str()
+    });
+    assert_within_requirement(took, "B serves the secret A rotated");
+
+    assert_eq!(b.deliveries_for(&app_id, "after-rotation"), Some(1));
+    let got = receiver_wait(&receiver, 1);
+    let header = got[0].header("webhook-signature").unwrap();
+    let parts: Vec<&str> = header.split(' ').collect();
+    assert_eq!(
+        parts,
+        vec![signature(&new, &got[0]), signature(&old, &got[0])],
+        "B signs with the new secret and, during the grace, the old one"
+    );
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_webhook_deleted_through_one_instance_is_gone_on_the_other_within_a_second() {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let receiver = always_204();
+    let (app_id, key) = a.create_app();
+    let id = a.create_webhook(&key, &receiver.url)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(daemon::wait_until(GIVE_UP, || b
+        .deliveries_for(&app_id, "before")
+        == Some(1)));
+
+    let (status, body) = a.call(
+        "DELETE",
+        &format!("/v1/webhook/{id}"),
+        Some(&key),
+        &Value::Null,
+    );
+    assert!((200..300).contains(&status), "{status} {body}");
+    let deleted = Instant::now();
+    let took = first_true(deleted, || b.get_webhook(&key, &id).0 == 404);
+    assert_within_requirement(took, "B answers 404 for the webhook A deleted");
+    assert_eq!(b.deliveries_for(&app_id, "after"), Some(0));
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_webhook_one_instance_disables_on_a_410_is_disabled_on_the_other_within_a_second() {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let receiver = daemon::background_receiver(|_, _| Answer::status(410));
+    let (app_id, key) = a.create_app();
+    let id = a.create_webhook(&key, &receiver.url)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(daemon::wait_until(GIVE_UP, || b.get_webhook(&key, &id).0 == 200));
+    assert_eq!(a.deliveries_for(&app_id, "gone"), Some(1));
+    // A disables it on its own: there is no 2xx to time from, so the clock
+    // starts when A first shows it disabled.
+    assert!(daemon::wait_until(GIVE_UP, || a.get_webhook(&key, &id).1
+        ["status"]
+        == "disabled"));
+    let seen_on_a = Instant::now();
+    let took = first_true(seen_on_a, || {
+        b.get_webhook(&key, &id).1["status"] == "disabled"
+    });
+    assert_within_requirement(took, "B shows the webhook A disabled on a 410");
+    assert_eq!(b.deliveries_for(&app_id, "after"), Some(0));
+}
+
+/// `webhook-broker apps create` against `db`: (id, key), and the moment
+/// the command exited.
+fn cli_create_app(dir: &std::path::Path, db: &TestDb) -> (String, String, Instant) {
+    let url = daemon::database_url(db);
+    let out = daemon::command(dir, &[("DATABASE_URL", url.as_str())])
+        .args(["apps", "create", "from-the-cli"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("the CLI runs");
+    let exited = Instant::now();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    (
+        app["id"].as_str().unwrap().to_owned(),
+        app["apiKey"].as_str().unwrap().to_owned(),
+        exited,
+    )
+}
+
+fn an_app_created_by_the_cli_authenticates_on_a_running_daemon_within_a_second(store: Store) {
+    let Some(db) = TestDb::new(store) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Instance::start(dir.path(), &db, "coherence-cli");
+    let receiver = always_204();
+    let (app_id, key, exited) = cli_create_app(dir.path(), &db);
+    let took = first_true(exited, || {
+        broker
+            .call("GET", "/v1/webhook", Some(&key), &Value::Null)
+            .0
+            == 200
+    });
+    assert_within_requirement(took, "the daemon accepts the CLI's new key");
+    broker.create_webhook(&key, &receiver.url);
+    assert_eq!(broker.deliveries_for(&app_id, "c"), Some(1));
+    receiver_wait(&receiver, 1);
+}
+
+on_both_stores_sync!(an_app_created_by_the_cli_authenticates_on_a_running_daemon_within_a_second);
+
+/// A webhook row as the broker would write it, for `app_id`.
+fn webhook_row(app_id: &str, uri: &str) -> WebhookRow {
+    let now = db::now_ms();
+    WebhookRow {
+        id: db::new_id("wh"),
+        app_id: app_id.to_owned(),
+        uri: uri.to_owned(),
+        events: "channel_live".into(),
+        secret: webhook_broker::signature::generate_secret(),
+        status: "enabled".into(),
+        disabled_reason: None,
+        disabled_at: None,
+        created_at: now,
+        updated_at: now,
+        previous_secret: None,
+        previous_secret_expires_at: None,
+    }
+}
+
+/// Writes `n` webhooks for `app_id` in one transaction (so the poller meets
+/// all their changes at once); answers when it committed.
+fn write_webhooks(app: &TestApp, app_id: &str, n: usize) -> Instant {
+    let mut conn = app.conn();
+    conn.transaction(|c| {
+        for _ in 0..n {
+            db::webhooks::insert(c, &webhook_row(app_id, "http://127.0.0.1:9/hook"))?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    })
+    .expect("webhooks written");
+    Instant::now()
+}
+
+async fn total_webhooks(app: &TestApp, key: &str) -> u64 {
+    let r = app
+        .call("GET", "/v1/webhook?length=1", Some(key), None)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["total"].as_u64().unwrap()
+}
+
+async fn wait_total(app: &TestApp, key: &str, want: u64, since: Instant) -> Option<Duration> {
+    loop {
+        if total_webhooks(app, key).await == want {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > GIVE_UP {
+            return None;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn changes_at_and_beyond_the_page_limit_all_arrive_within_a_second(store: Store) {
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    let (app_id, key) = app.create_app("pages").await;
+    let page = CHANGE_PAGE as usize;
+
+    // Exactly one page, then one and a half more: 2,500 changes in all.
+    let at = write_webhooks(&app, &app_id, page);
+    let took = wait_total(&app, &key, page as u64, at).await;
+    assert_within_requirement(took, "one full page of changes applied");
+    let more = 2500 - page;
+    let at = write_webhooks(&app, &app_id, more);
+    let took = wait_total(&app, &key, 2500, at).await;
+    assert_within_requirement(took, "2,500 changes across pages applied");
+    assert_eq!(
+        db::changes::current(&mut app.conn()).unwrap(),
+        1 + 2500,
+        "one version per change (the app and 2,500 webhooks)"
+    );
+}
+
+async fn a_poller_that_fell_behind_a_pruned_log_reloads_everything(store: Store) {
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    let receiver = Receiver::start();
+    let (app_id, key) = app.create_app("behind").await;
+    let kept = app.create_webhook(&key, &receiver.url, json!("all")).await;
+    let doomed = app.create_webhook(&key, &receiver.url, json!("all")).await;
+    let doomed_id = doomed["id"].as_str().unwrap();
+
+    // Another writer adds one webhook and deletes one, and the log rows of
+    // both are pruned before this broker reads them.
+    let added = webhook_row(&app_id, &receiver.url);
+    let mut conn = app.conn();
+    conn.transaction(|c| {
+        db::webhooks::insert(c, &added)?;
+        db::webhooks::delete(c, doomed_id)?;
+        diesel::delete(db::schema::registry_changes::table).execute(c)?;
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+    drop(conn);
+    let at = Instant::now();
+
+    let mut took = None;
+    while at.elapsed() <= GIVE_UP {
+        let gone = app
+            .call("GET", &format!("/v1/webhook/{doomed_id}"), Some(&key), None)
+            .await;
+        if gone.status == 404 {
+            took = Some(at.elapsed());
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(total_webhooks(&app, &key).await, 2);
+    let r = app
+        .call("GET", &format!("/v1/webhook/{doomed_id}"), Some(&key), None)
+        .await;
+    assert_eq!(r.status, 404, "the deleted webhook is gone: {:?}", r.body);
+    let r = app
+        .call(
+            "GET",
+            &format!("/v1/webhook/{}", added.id),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "the added webhook is there: {:?}", r.body);
+    assert_within_requirement(took, "a full reload after the log was pruned");
+
+    // Deliveries go to exactly the reloaded set.
+    let r = app
+        .send_event(&app_id, "channel_live", json!({"id": "c"}))
+        .await;
+    assert_eq!(r.body["deliveries"], 2, "{:?}", r.body);
+    assert_eq!(receiver.wait_for(2, GIVE_UP).await.len(), 2);
+    let r = app
+        .call(
+            "GET",
+            &format!("/v1/webhook/{}", kept["id"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.status, 200,
+        "the untouched webhook is there: {:?}",
+        r.body
+    );
+}
+
+async fn an_instances_own_changes_coming_back_from_the_log_change_nothing(store: Store) {
+    let Some(db) = TestDb::new(store) else { return };
+    let app = TestApp::spawn_with(Arc::new(db), |_| {}).await;
+    let receiver = Receiver::start();
+    let (app_id, key) = app.create_app("own").await;
+    let id = app.create_webhook(&key, &receiver.url, json!("all")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .call(
+            "PUT",
+            &format!("/v1/webhook/{id}"),
+            Some(&key),
+            Some(&json!({"uri": receiver.url, "event": "all", "status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // Several polls read the change back; the webhook stays as it was left.
+    actix_web::rt::time::sleep(Duration::from_millis(600)).await;
+    let r = app.send_event(&app_id, "channel_live", json!({})).await;
+    assert_eq!(r.body["deliveries"], 0, "{:?}", r.body);
+    let r = app
+        .call("GET", &format!("/v1/webhook/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(r.body["status"], "disabled", "{:?}", r.body);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.received().is_empty());
+}
+
+on_both_stores!(
+    changes_at_and_beyond_the_page_limit_all_arrive_within_a_second,
+    a_poller_that_fell_behind_a_pruned_log_reloads_everything,
+    an_instances_own_changes_coming_back_from_the_log_change_nothing,
+);
+
+/// Many writers at once, each holding its transaction open a little after
+/// logging its change (a commit that comes late), while a reader follows
+/// the log: the reader gets every version, in order, exactly once, and
+/// never a gap (`Changes::Behind`) although nothing was pruned.
+#[cfg(feature = "mysql")]
+#[test]
+fn versions_from_concurrent_writers_are_read_in_order_with_none_skipped() {
+    use db::changes::Changes;
+    let Some(test_db) = TestDb::new(Store::Mysql) else {
+        return;
+    };
+    let pool = db::open(&test_db.url).expect("database opens");
+    let app_id = {
+        let mut conn = pool.get().unwrap();
+        db::apps::create(&mut conn, "writers".into())
+            .unwrap()
+            .row
+            .id
+    };
+    const WRITERS: usize = 4;
+    const EACH: usize = 60;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (pool, app_id) = (pool.clone(), app_id.clone());
+            std::thread::spawn(move || {
+                let mut conn = pool.get().unwrap();
+                for i in 0..EACH {
+                    conn.transaction(|c| {
+                        db::webhooks::insert(c, &webhook_row(&app_id, "http://127.0.0.1:9/"))?;
+                        // Late commits, of varying lateness.
+                        std::thread::sleep(Duration::from_millis(((w + i) % 3) as u64));
+                        Ok::<_, diesel::result::Error>(())
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    let total = 1 + (WRITERS * EACH) as i64;
+    let mut conn = pool.get().unwrap();
+    let mut last = 0;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last < total && Instant::now() < deadline {
+        match db::changes::since(&mut conn, last, 7).unwrap() {
+            Changes::Next(rows) => {
+                for row in rows {
+                    assert_eq!(row.version, last + 1, "out of order or skipped");
+                    last = row.version;
+                    seen.push(row.entity_id);
+                }
+            }
+            Changes::Behind(current) => panic!("a gap after {last} (current {current})"),
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(last, total);
+    assert_eq!(db::changes::current(&mut conn).unwrap(), total);
+    let distinct: HashSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "a change was read twice");
+    assert_eq!(seen[0], app_id, "the app came first");
+}
+
+async fn the_janitor_prunes_change_rows_older_than_an_hour(store: Store) {
+    use webhook_broker::actors::janitor::PruneNow;
+    use webhook_broker::db::schema::registry_changes;
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    let (_, key) = app.create_app("prune").await;
+    let receiver = Receiver::start();
+    for _ in 0..3 {
+        app.create_webhook(&key, &receiver.url, json!("all")).await;
+    }
+    // The app's change and the first webhook's are made two hours old.
+    let two_hours_ago = db::now_ms() - 2 * 3600 * 1000;
+    diesel::update(registry_changes::table.filter(registry_changes::version.le(2)))
+        .set(registry_changes::at.eq(two_hours_ago))
+        .execute(&mut app.conn())
+        .unwrap();
+    app.broker.janitor.send(PruneNow).await.unwrap().unwrap();
+    let left: Vec<i64> = registry_changes::table
+        .select(registry_changes::version)
+        .order(registry_changes::version)
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(left, vec![3, 4]);
+    // A reader that had not passed version 1 can no longer follow the log.
+    assert_eq!(
+        db::changes::since(&mut app.conn(), 1, 10).unwrap(),
+        db::changes::Changes::Behind(4)
+    );
+    // One that had read up to 2 follows it as before.
+    assert!(matches!(
+        db::changes::since(&mut app.conn(), 2, 10).unwrap(),
+        db::changes::Changes::Next(rows) if rows.len() == 2
+    ));
+}
+
+on_both_stores!(the_janitor_prunes_change_rows_older_than_an_hour);
