@@ -20,7 +20,7 @@
 //! The rules are pure; [`crate::actors::delivery`] wires them up.
 
 /// A position in acceptance order: `(created_at, delivery id)`.
-pub type Cursor = (i64, String);
+pub use crate::db::deliveries::Cursor;
 
 /// What to do with a delivery the actor has just been handed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -166,6 +166,13 @@ pub fn serve(settings: &Settings) -> Result<(), Failure> {
         env!("CARGO_PKG_VERSION"),
         config.database_url.redacted()
     );
+    // Held until the daemon stops: one broker per SQLite file, one live
+    // broker per instance id on MySQL.
+    let _instance =
+        db::instance::claim(&config.database_url, &config.instance_id).map_err(|e| Failure {
+            code: 1,
+            message: format!("webhook-broker: {e}"),
+        })?;
 
     actix_web::rt::System::new()
         .block_on(async move {

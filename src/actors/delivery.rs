@@ -65,7 +65,8 @@ pub struct Outbox {
     pub max_in_memory: usize,
     /// How many are held now, by every actor together.
     pub in_memory: AtomicUsize,
-    /// How many delivery actors are running.
+    /// How many delivery actors are running (counted by the dispatcher as
+    /// it starts them, so that a burst of starts shares the budget at once).
     pub actors: AtomicUsize,
 }
 
@@ -206,6 +207,9 @@ impl WebhookDelivery {
             return;
         }
         let after = self.window.start_page();
+        // Reserved until the page is in, so that reads under way at once
+        // cannot together overrun the budget.
+        self.outbox.in_memory.fetch_add(limit, Ordering::Relaxed);
         let outbox = self.outbox.clone();
         let webhook_id = self.target.webhook_id.clone();
         let read = actix_web::web::block(move || {
@@ -223,6 +227,7 @@ impl WebhookDelivery {
             .map_err(|e| e.to_string())
         });
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+            act.outbox.in_memory.fetch_sub(limit, Ordering::Relaxed);
             let page: Vec<PendingDelivery> = match res {
                 Ok(Ok(page)) => page,
                 failed => {
@@ -519,10 +524,6 @@ fn truncate_utf8(bytes: &[u8], max: usize) -> String {
 
 impl Actor for WebhookDelivery {
     type Context = Context<Self>;
-
-    fn started(&mut self, _: &mut Self::Context) {
-        self.outbox.actors.fetch_add(1, Ordering::Relaxed);
-    }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.outbox.actors.fetch_sub(1, Ordering::Relaxed);

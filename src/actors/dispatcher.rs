@@ -117,6 +117,9 @@ impl Dispatcher {
         let (target, policy) = (target.clone(), self.policy.clone());
         let (recorder, registry) = (self.recorder.clone(), self.registry.clone());
         let outbox = self.outbox.clone();
+        outbox
+            .actors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let addr = WebhookDelivery::start_in_arbiter(arbiter, move |_| {
             WebhookDelivery::new(target, policy, recorder, registry, outbox)
         });

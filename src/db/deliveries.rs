@@ -339,8 +339,7 @@ pub type Cursor = (i64, String);
 /// instance are left alone. The page is a prefix of each channel's queue
 /// past `after`, which is what lets a delivery actor hold only a window of
 /// its webhook's backlog and still keep every channel in order. It walks
-/// `deliveries_pending_by_webhook` (webhook, status, created_at, id), so on
-/// MySQL `FOR UPDATE SKIP LOCKED` locks only the rows it returns.
+/// `deliveries_pending_by_webhook` (webhook, status, created_at, id).
 pub fn claim_page(
     conn: &mut DbConn,
     webhook_id: &str,
@@ -351,8 +350,7 @@ pub fn claim_page(
     limit: i64,
 ) -> QueryResult<Vec<PendingDelivery>> {
     conn.transaction(|conn| {
-        // From the start is after the smallest key: one statement shape,
-        // which `FOR UPDATE` needs (a boxed query cannot take it).
+        // From the start is after the smallest key: one statement shape.
         let (at, id) = after
             .map(|(at, id)| (*at, id.as_str()))
             .unwrap_or((i64::MIN, ""));
@@ -373,23 +371,37 @@ pub fn claim_page(
             .order((deliveries::created_at, deliveries::id))
             .select(deliveries::id)
             .limit(limit);
-        let ids: Vec<String> = match conn {
-            #[cfg(feature = "mysql")]
-            DbConn::Mysql(c) => base.for_update().skip_locked().load(c)?,
-            DbConn::Sqlite(c) => base.load(c)?,
-        };
+        // No `SKIP LOCKED` here: the actor's cursor moves past this page,
+        // and a pending row skipped because someone held its lock for a
+        // moment (a lease renewal, say) would be left behind the cursor. The
+        // lease is taken by an UPDATE that checks claimability again on the
+        // latest row, so of two instances reading the same row only one
+        // wins it, and the page keeps only what this instance won.
+        let ids: Vec<String> = base.load(conn)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        diesel::update(deliveries::table.filter(deliveries::id.eq_any(&ids)))
-            .set((
-                deliveries::lease_owner.eq(owner),
-                deliveries::lease_until.eq(now + lease_ms),
-            ))
-            .execute(conn)?;
+        diesel::update(
+            deliveries::table
+                .filter(deliveries::id.eq_any(&ids))
+                .filter(deliveries::status.eq(status::PENDING))
+                .filter(
+                    deliveries::lease_owner
+                        .eq(owner)
+                        .or(deliveries::lease_until.is_null())
+                        .or(deliveries::lease_until.lt(now)),
+                ),
+        )
+        .set((
+            deliveries::lease_owner.eq(owner),
+            deliveries::lease_until.eq(now + lease_ms),
+        ))
+        .execute(conn)?;
         deliveries::table
             .inner_join(events::table)
             .filter(deliveries::id.eq_any(&ids))
+            .filter(deliveries::status.eq(status::PENDING))
+            .filter(deliveries::lease_owner.eq(owner))
             .order((deliveries::created_at, deliveries::id))
             .select((DeliveryRow::as_select(), events::payload))
             .load(conn)

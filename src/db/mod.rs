@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod changes;
 pub mod deliveries;
+pub mod instance;
 pub mod models;
 pub mod schema;
 pub mod webhooks;
@@ -171,9 +172,38 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<(), Box<dyn std::error::Error
     match conn {
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(drop),
         #[cfg(feature = "mysql")]
-        DbConn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS).map(drop),
+        DbConn::Mysql(c) => {
+            // Instances starting together take turns: a second one waits
+            // for the first's migrations, then finds nothing left to do.
+            use diesel::prelude::*;
+            #[derive(QueryableByName)]
+            struct Locked {
+                #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+                locked: Option<i32>,
+            }
+            let name = "CONCAT('webhook-broker-migrate:', LEFT(SHA2(DATABASE(), 256), 30))";
+            let got: Locked = diesel::sql_query(format!(
+                "SELECT GET_LOCK({name}, {}) AS locked",
+                MIGRATION_LOCK_WAIT.as_secs()
+            ))
+            .get_result(c)?;
+            if got.locked != Some(1) {
+                return Err(format!(
+                    "another instance held the migration lock for over {}s",
+                    MIGRATION_LOCK_WAIT.as_secs()
+                )
+                .into());
+            }
+            let ran = c.run_pending_migrations(MYSQL_MIGRATIONS).map(drop);
+            let _ = diesel::sql_query(format!("DO RELEASE_LOCK({name})")).execute(c);
+            ran
+        }
     }
 }
+
+/// How long an instance waits for another's migrations.
+#[cfg(feature = "mysql")]
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(120);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
