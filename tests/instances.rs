@@ -4,6 +4,7 @@
 
 mod common;
 
+#[cfg(feature = "mysql")]
 use std::time::Duration;
 
 use common::daemon::{self, Running};
