@@ -26,7 +26,10 @@
 # Every wait is bounded. Exits non-zero with a message naming the failed
 # check. The package is purged at the end, also after a failure, unless
 # DEB_SMOKE_KEEP=1. CARGO_DEB_VERSION (default ^3) is what `cargo install`
-# installs when cargo-deb is missing.
+# installs when cargo-deb is missing. DEB_PROFILE (default release) is the
+# cargo profile packaged: CI packages its dev build, which it has already
+# compiled, to stay within its time budget; the package's layout, scripts
+# and service are the same whatever the profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -106,7 +109,7 @@ cargo deb --version
 step "cargo deb (release build, default features)"
 # cargo-deb prints the paths of the packages it made on stdout: the .deb and
 # the -dbgsym .ddeb with the debug info.
-cargo deb --locked >"$work/cargo-deb.out" || fail "cargo deb failed"
+cargo deb --locked --profile "${DEB_PROFILE:-release}" >"$work/cargo-deb.out" || fail "cargo deb failed"
 cat "$work/cargo-deb.out"
 deb="$(grep '\.deb$' "$work/cargo-deb.out" | tail -n 1 || true)"
 case "$deb" in *.deb) ;; *) fail "cargo deb printed no .deb path (got: $deb)" ;; esac
