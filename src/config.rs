@@ -317,7 +317,7 @@ pub struct Settings {
     )]
     pub secret_grace: String,
 
-    /// Deliveries held in memory across all webhooks (at least 100)
+    /// Pending deliveries held in memory across all webhooks (at least 100); the rest wait in the database
     #[arg(
         long,
         env = "BROKER_MAX_IN_MEMORY",
