@@ -43,8 +43,11 @@ pub fn insert_events(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
     let rows: Vec<&DeliveryRow> = batch.iter().flat_map(|e| &e.deliveries).collect();
     conn.transaction(|conn| {
         // Bounded chunks keep each statement under the backends' limits on
-        // bound parameters.
-        for chunk in events.chunks(200) {
+        // bound parameters, and under MySQL's max_allowed_packet (16 MiB on
+        // MariaDB by default) however large the events are.
+        for chunk in by_size(&events, MAX_ROWS_PER_INSERT, MAX_STATEMENT_BYTES, |e| {
+            e.payload.len()
+        }) {
             on_backend!(conn, |c| diesel::insert_into(events::table)
                 .values(chunk.to_vec())
                 .execute(c))?;
@@ -56,6 +59,36 @@ pub fn insert_events(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
         }
         Ok(())
     })
+}
+
+/// The most rows one multi-row insert carries.
+const MAX_ROWS_PER_INSERT: usize = 200;
+/// The most payload bytes one multi-row insert carries (a larger event goes
+/// alone).
+const MAX_STATEMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Splits `items` into runs of at most `max_rows` whose `size`s add up to at
+/// most `max_bytes`; an item larger than `max_bytes` is a run of its own.
+fn by_size<'a, T>(
+    items: &'a [T],
+    max_rows: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&'a [T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && (i - start >= max_rows || bytes + n > max_bytes) {
+            runs.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        runs.push(&items[start..]);
+    }
+    runs
 }
 
 /// Stores accepted events and records attempt outcomes in one transaction:
@@ -618,6 +651,20 @@ pub fn prune_events(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<u
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn inserts_are_split_by_rows_and_by_bytes() {
+        let sizes = [3usize, 3, 3, 10, 1, 1, 1, 1];
+        let runs: Vec<Vec<usize>> = super::by_size(&sizes, 3, 6, |n| *n)
+            .into_iter()
+            .map(|r| r.to_vec())
+            .collect();
+        assert_eq!(
+            runs,
+            vec![vec![3, 3], vec![3], vec![10], vec![1, 1, 1], vec![1]]
+        );
+        assert!(super::by_size(&[] as &[usize], 3, 6, |n| *n).is_empty());
+    }
+
     use super::*;
 
     fn report(id: &str, state: &'static str, at: i64) -> (AttemptRow, AttemptOutcome) {
