@@ -69,12 +69,12 @@ const MAX_STATEMENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Splits `items` into runs of at most `max_rows` whose `size`s add up to at
 /// most `max_bytes`; an item larger than `max_bytes` is a run of its own.
-fn by_size<'a, T>(
-    items: &'a [T],
+fn by_size<T>(
+    items: &[T],
     max_rows: usize,
     max_bytes: usize,
     size: impl Fn(&T) -> usize,
-) -> Vec<&'a [T]> {
+) -> Vec<&[T]> {
     let mut runs = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, item) in items.iter().enumerate() {
