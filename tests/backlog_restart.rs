@@ -19,7 +19,9 @@ use common::{Answer, Store, TestDb};
 
 const EVENTS: u64 = 2_500;
 const WEBHOOKS: usize = 2;
-const CHANNELS: u64 = 50;
+/// A multiple of the four senders, so that each channel has one sender,
+/// which sends its events one after another: their order is defined.
+const CHANNELS: u64 = 48;
 const MAX_IN_MEMORY: usize = 100;
 
 /// `webhook_broker_deliveries_pending`: what the broker holds in memory.
@@ -91,7 +93,8 @@ fn a_restart_with_a_backlog_beyond_the_claim_limit_opens_its_port_and_delivers_i
         assert_eq!(status, 201, "{answer}");
     }
 
-    // Four senders, each channel's events one after another.
+    // Four senders; each channel's events come from one of them, one after
+    // another (seq % 4 is the sender, and 4 divides CHANNELS).
     let senders: Vec<_> = (0..4u64)
         .map(|t| {
             let app_id = app_id.clone();
