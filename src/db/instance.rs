@@ -46,7 +46,7 @@ pub enum GuardError {
     )]
     InstanceIdInUse(String),
     /// The lock could not be taken or checked.
-    #[error("cannot check for another instance: {0}")]
+    #[error("cannot reach the database to check for another instance: {0}")]
     Check(String),
 }
 
