@@ -102,6 +102,9 @@ pub struct Config {
     /// BROKER_MAX_IN_MEMORY: how many deliveries may be held in memory,
     /// across all webhooks.
     pub max_in_memory: usize,
+    /// BROKER_IDEMPOTENCY_TTL: how long an idempotency key and its stored
+    /// answer are kept.
+    pub idempotency_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -123,6 +126,7 @@ impl std::fmt::Debug for Config {
             .field("lease", &self.lease)
             .field("secret_grace", &self.secret_grace)
             .field("max_in_memory", &self.max_in_memory)
+            .field("idempotency_ttl", &self.idempotency_ttl)
             .finish()
     }
 }
@@ -327,6 +331,17 @@ pub struct Settings {
         global = true
     )]
     pub max_in_memory: String,
+
+    /// How long an Idempotency-Key and its stored answer are kept; at least 1m
+    #[arg(
+        long,
+        env = "BROKER_IDEMPOTENCY_TTL",
+        value_name = "DURATION",
+        default_value = "24h",
+        hide_env_values = true,
+        global = true
+    )]
+    pub idempotency_ttl: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -353,6 +368,7 @@ impl std::fmt::Debug for Settings {
             .field("lease", &self.lease)
             .field("secret_grace", &self.secret_grace)
             .field("max_in_memory", &self.max_in_memory)
+            .field("idempotency_ttl", &self.idempotency_ttl)
             .finish()
     }
 }
@@ -520,6 +536,11 @@ impl Settings {
             value("secret_grace", &self.secret_grace),
             Duration::ZERO,
         )?;
+        let idempotency_ttl = duration(
+            "BROKER_IDEMPOTENCY_TTL",
+            value("idempotency_ttl", &self.idempotency_ttl),
+            Duration::from_secs(60),
+        )?;
         let instance_id = match optional(&self.instance_id) {
             Some(id) if id.len() <= 64 => id.trim().to_owned(),
             Some(_) => return Err(err("BROKER_INSTANCE_ID", "must be at most 64 characters")),
@@ -556,6 +577,7 @@ impl Settings {
             max_body,
             delivery_workers,
             max_in_memory,
+            idempotency_ttl,
         })
     }
 }
@@ -680,6 +702,7 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.secret_grace, Duration::from_secs(86_400));
+        assert_eq!(c.idempotency_ttl, Duration::from_secs(86_400));
         assert!(c.instance_id.ends_with(":8080"));
     }
 
@@ -734,6 +757,7 @@ mod tests {
             ("BROKER_LEASE", "0s"),
             ("BROKER_SECRET_GRACE", "tomorrow"),
             ("BROKER_MAX_IN_MEMORY", "ten"),
+            ("BROKER_IDEMPOTENCY_TTL", "59s"),
             ("BROKER_DELIVERY_WORKERS", "0"),
             ("BROKER_INSTANCE_ID", &"x".repeat(65)),
         ] {
@@ -746,7 +770,7 @@ mod tests {
     }
 
     /// Every variable the broker reads, in the order of the declaration.
-    const VARIABLES: [&str; 15] = [
+    const VARIABLES: [&str; 16] = [
         "DATABASE_URL",
         "BROKER_BIND",
         "BROKER_ADMIN_TOKEN",
@@ -762,6 +786,7 @@ mod tests {
         "BROKER_LEASE",
         "BROKER_SECRET_GRACE",
         "BROKER_MAX_IN_MEMORY",
+        "BROKER_IDEMPOTENCY_TTL",
     ];
 
     #[test]
@@ -888,6 +913,16 @@ mod tests {
         for bad in ["99", "0", "many", "-5"] {
             let e = config(&[("BROKER_MAX_IN_MEMORY", bad)]).err().unwrap();
             assert_eq!(e.var, "BROKER_MAX_IN_MEMORY");
+        }
+    }
+
+    #[test]
+    fn the_idempotency_ttl_is_at_least_a_minute() {
+        let c = config(&[("BROKER_IDEMPOTENCY_TTL", "1m")]).unwrap();
+        assert_eq!(c.idempotency_ttl, Duration::from_secs(60));
+        for bad in ["59s", "0s", "soon"] {
+            let e = config(&[("BROKER_IDEMPOTENCY_TTL", bad)]).err().unwrap();
+            assert_eq!(e.var, "BROKER_IDEMPOTENCY_TTL");
         }
     }
 

@@ -35,6 +35,12 @@ pub enum BrokerError {
     /// The request conflicts with the resource's state (409).
     #[error("{0}")]
     Conflict(String),
+    /// An idempotency key already used for a different request (422).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// A request with the same idempotency key is still in flight (409).
+    #[error("{0}")]
+    IdempotencyKeyInUse(String),
     /// A request body over the limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -64,6 +70,8 @@ impl BrokerError {
             BrokerError::Forbidden(_) => "forbidden",
             BrokerError::NotFound(_) => "not_found",
             BrokerError::Conflict(_) => "conflict",
+            BrokerError::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            BrokerError::IdempotencyKeyInUse(_) => "idempotency_key_in_use",
             BrokerError::PayloadTooLarge(_) => "payload_too_large",
             BrokerError::Unavailable(_) => "unavailable",
             BrokerError::Internal(_) => "internal",
@@ -80,6 +88,8 @@ impl ResponseError for BrokerError {
             BrokerError::Forbidden(_) => StatusCode::FORBIDDEN,
             BrokerError::NotFound(_) => StatusCode::NOT_FOUND,
             BrokerError::Conflict(_) => StatusCode::CONFLICT,
+            BrokerError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            BrokerError::IdempotencyKeyInUse(_) => StatusCode::CONFLICT,
             BrokerError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BrokerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             BrokerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +120,8 @@ pub struct ErrorDetail {
     /// `invalid_uri`, `private_target`, `invalid_page`, `invalid_length`,
     /// `invalid_query`, `invalid_channel`, `invalid_event_time`,
     /// `invalid_name`, `invalid_status`, `invalid_since`, `invalid_body`,
+    /// `invalid_idempotency_key`, `idempotency_key_reused`,
+    /// `idempotency_key_in_use`,
     /// `unauthorized`, `forbidden`, `not_found`, `conflict`,
     /// `method_not_allowed`, `payload_too_large`, `unavailable`, `internal`.
     pub code: String,

@@ -113,15 +113,18 @@ impl Broker {
             owner: config.instance_id.clone(),
             lease: config.lease,
         };
-        let dispatcher = dispatcher_ctx.run(Dispatcher::new(
-            registry.clone(),
-            recorder,
-            pool.clone(),
-            policy,
-            leases,
-            config.max_in_memory,
-            arbiters,
-        ));
+        let dispatcher = dispatcher_ctx.run(
+            Dispatcher::new(
+                registry.clone(),
+                recorder,
+                pool.clone(),
+                policy,
+                leases,
+                config.max_in_memory,
+                arbiters,
+            )
+            .with_idempotency_ttl(config.idempotency_ttl),
+        );
 
         // What this instance held before a restart, and what nobody holds,
         // is claimed before the first new event is taken, so a channel's
@@ -139,6 +142,7 @@ impl Broker {
             allow_private_targets: config.allow_private_targets,
             max_body: config.max_body,
             pool: pool.clone(),
+            idempotency_ttl: config.idempotency_ttl,
         };
         Ok(Broker {
             registry,

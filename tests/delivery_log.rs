@@ -927,7 +927,8 @@ async fn retention_prunes_succeeded_deliveries_and_orphaned_events_but_keeps_fai
         pruned,
         Pruned {
             deliveries: 4,
-            events: 3
+            events: 3,
+            idempotency_keys: 0,
         }
     );
 
@@ -1067,7 +1068,8 @@ async fn the_default_retention_prunes_only_history_older_than_30_days(store: Sto
         app.broker.janitor.send(PruneNow).await.unwrap().unwrap(),
         Pruned {
             deliveries: 1_100,
-            events: 1_100
+            events: 1_100,
+            idempotency_keys: 0,
         }
     );
     assert_eq!(row_counts(&app), (3, 3, 3));

@@ -36,6 +36,8 @@ use crate::error::BrokerError;
 
 /// The most events one ingest transaction carries.
 const MAX_BATCH: usize = 1000;
+/// How long an in-process idempotency key is kept unless configured.
+const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(86_400);
 
 /// Who this instance is and how long its claims last.
 #[derive(Debug, Clone)]
@@ -62,6 +64,7 @@ pub struct Dispatcher {
     batch: Vec<(ChannelEvent, Reply)>,
     writing: bool,
     draining: bool,
+    idempotency_ttl: Duration,
 }
 
 impl Dispatcher {
@@ -97,7 +100,15 @@ impl Dispatcher {
             batch: Vec::new(),
             writing: false,
             draining: false,
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
         }
+    }
+
+    /// How long the idempotency key of a [`ChannelEvent`] is kept
+    /// (BROKER_IDEMPOTENCY_TTL; 24 h unless set).
+    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
     }
 
     fn lease_ms(&self) -> i64 {
@@ -341,6 +352,14 @@ impl Actor for Dispatcher {
 
 /// A channel lifecycle event reported by a channel service. Send it to the
 /// dispatcher's address; the reply comes once the event is durable.
+///
+/// With an idempotency key ([`ChannelEvent::with_idempotency_key`]) it is
+/// accepted at most once per key within BROKER_IDEMPOTENCY_TTL: sending the
+/// same event again with the same key answers the first [`EventAccepted`]
+/// (the same id) and stores nothing; a different event with the key answers
+/// [`BrokerError::IdempotencyKeyReused`], and one while the first is still
+/// being written [`BrokerError::IdempotencyKeyInUse`]. In-process keys live
+/// in their own scope, `in-process`, apart from the HTTP callers' keys.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<EventAccepted, BrokerError>")]
 pub struct ChannelEvent {
@@ -352,6 +371,8 @@ pub struct ChannelEvent {
     pub event_time: Option<i64>,
     /// The channel's own fields, delivered beside `event` and `eventTime`.
     pub channel: Map<String, Value>,
+    /// Makes the send safe to repeat: 1 to 255 visible ASCII characters.
+    pub idempotency_key: Option<String>,
 }
 
 impl ChannelEvent {
@@ -362,6 +383,46 @@ impl ChannelEvent {
             event,
             event_time: None,
             channel,
+            idempotency_key: None,
+        }
+    }
+
+    /// The same event with an idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// The event's content as JSON text (app, event, time and channel; not
+    /// the key): what tells a repeated send from a different one.
+    pub fn content(&self) -> String {
+        serde_json::json!({
+            "appId": self.app_id,
+            "event": self.event.as_str(),
+            "eventTime": self.event_time,
+            "channel": self.channel,
+        })
+        .to_string()
+    }
+}
+
+impl EventAccepted {
+    /// The HTTP answer's body, `{"id","deliveries"}`.
+    pub fn answer_body(&self) -> String {
+        serde_json::json!({ "id": self.id, "deliveries": self.deliveries }).to_string()
+    }
+
+    fn from_answer_body(body: &str) -> Result<Self, BrokerError> {
+        let v: Value = serde_json::from_str(body)
+            .map_err(|_| BrokerError::Internal("a stored answer is not JSON".into()))?;
+        match (v["id"].as_str(), v["deliveries"].as_u64()) {
+            (Some(id), Some(n)) => Ok(EventAccepted {
+                id: id.to_owned(),
+                deliveries: n as usize,
+            }),
+            _ => Err(BrokerError::Internal(
+                "a stored answer is not an accepted event".into(),
+            )),
         }
     }
 }
@@ -447,12 +508,26 @@ mod tests {
 impl Handler<ChannelEvent> for Dispatcher {
     type Result = ResponseFuture<Result<EventAccepted, BrokerError>>;
 
-    fn handle(&mut self, msg: ChannelEvent, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, mut msg: ChannelEvent, ctx: &mut Self::Context) -> Self::Result {
         if self.draining {
             return Box::pin(async {
                 Err(BrokerError::Unavailable(
                     "the broker is shutting down".into(),
                 ))
+            });
+        }
+        if let Some(key) = msg.idempotency_key.take() {
+            let key = crate::idempotency::validate_key(key.as_bytes());
+            let hash = crate::idempotency::request_hash("ChannelEvent", &msg.content());
+            let (pool, ttl, me) = (self.pool.clone(), self.idempotency_ttl, ctx.address());
+            return Box::pin(async move {
+                let op = async move {
+                    let accepted = me.send(msg).await??;
+                    Ok((202, accepted.answer_body()))
+                };
+                let scope = crate::idempotency::scope::IN_PROCESS.to_owned();
+                let answer = crate::idempotency::run(&pool, scope, key?, hash, ttl, op).await?;
+                EventAccepted::from_answer_body(&answer.body)
             });
         }
         let (tx, rx) = oneshot::channel();

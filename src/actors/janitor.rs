@@ -6,7 +6,9 @@
 //! deliveries are never pruned: they are work, or evidence, not history.
 //! It also keeps the registry change log short: rows older than
 //! [`CHANGE_LOG_KEEP`] go (an instance that has not read them by then
-//! reloads everything instead, see [`crate::db::changes`]).
+//! reloads everything instead, see [`crate::db::changes`]). And it deletes
+//! idempotency keys, with the answers stored with them, once they expire
+//! (BROKER_IDEMPOTENCY_TTL after their first use).
 
 use std::time::Duration;
 
@@ -80,6 +82,20 @@ impl Janitor {
             if changes > 0 {
                 log::info!("pruned {changes} registry change rows");
             }
+            loop {
+                let n = db::idempotency::prune(&mut *pool.get()?, now_ms(), BATCH)?;
+                pruned.idempotency_keys += n;
+                if (n as i64) < BATCH {
+                    break;
+                }
+                std::thread::sleep(PAUSE);
+            }
+            if pruned.idempotency_keys > 0 {
+                log::info!(
+                    "pruned {} expired idempotency keys",
+                    pruned.idempotency_keys
+                );
+            }
             Ok::<_, BrokerError>(pruned)
         });
         Box::pin(work.into_actor(self).map(|res, act, _| {
@@ -118,6 +134,8 @@ pub struct Pruned {
     pub deliveries: usize,
     /// Events left without deliveries.
     pub events: usize,
+    /// Expired idempotency keys (with their stored answers).
+    pub idempotency_keys: usize,
 }
 
 /// Prunes now (also runs every ten minutes on its own).

@@ -6,12 +6,13 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::Admin;
-use super::openapi::EventName;
-use super::ApiState;
+use super::openapi::{EventName, IdempotencyHeader};
+use super::{idempotent, json_text, ApiState, IdempotencyKey};
 use crate::actors::dispatcher::ChannelEvent;
 use crate::actors::registry::CreateApp;
 use crate::domain::EventKind;
 use crate::error::{BrokerError, ErrorBody};
+use crate::idempotency::scope;
 
 /// `POST /v1/apps`.
 #[derive(Deserialize, ToSchema)]
@@ -46,16 +47,20 @@ pub struct CreatedApp {
     tag = "admin",
     security(("admin_token" = [])),
     request_body = CreateAppBody,
+    params(IdempotencyHeader),
     responses(
-        (status = 201, description = "The app, with its API key", body = CreatedApp),
-        (status = 400, description = "Malformed JSON or an invalid name", body = ErrorBody),
+        (status = 201, description = "The app, with its API key (replayed, with the same key, for a retry with the same Idempotency-Key)", body = CreatedApp,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for an Idempotency-Key"))),
+        (status = 400, description = "Malformed JSON, an invalid name or an invalid Idempotency-Key", body = ErrorBody),
         super::openapi::AdminFailures,
+        (status = 409, description = "A request with the same Idempotency-Key is in flight (`idempotency_key_in_use`)", body = ErrorBody),
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
-        (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
+        (status = 422, description = "A missing field or a wrong type, or an Idempotency-Key already used for a different request (`idempotency_key_reused`)", body = ErrorBody),
     ),
 )]
 pub async fn create_app(
     _: Admin,
+    key: IdempotencyKey,
     state: web::Data<ApiState>,
     body: web::Json<CreateAppBody>,
 ) -> Result<HttpResponse, BrokerError> {
@@ -63,13 +68,29 @@ pub async fn create_app(
     let name = crate::db::apps::normalize_name(&body.into_inner().name).ok_or_else(|| {
         BrokerError::bad_request("invalid_name", "name must be 1 to 255 characters")
     })?;
-    let created = state.registry.send(CreateApp { name }).await??;
-    Ok(HttpResponse::Created().json(CreatedApp {
-        id: created.app.id,
-        name: created.app.name,
-        api_key: created.api_key,
-        created_at: created.app.created_at,
-    }))
+    let content = serde_json::json!({ "name": name }).to_string();
+    let registry = state.registry.clone();
+    let op = async move {
+        let created = registry.send(CreateApp { name }).await??;
+        Ok((
+            201,
+            json_text(&CreatedApp {
+                id: created.app.id,
+                name: created.app.name,
+                api_key: created.api_key,
+                created_at: created.app.created_at,
+            })?,
+        ))
+    };
+    idempotent(
+        &state,
+        key,
+        scope::ADMIN.into(),
+        "POST /v1/apps",
+        &content,
+        op,
+    )
+    .await
 }
 
 /// `POST /v1/events`.
@@ -108,16 +129,20 @@ pub struct AcceptedEvent {
     tag = "admin",
     security(("admin_token" = [])),
     request_body = IngestBody,
+    params(IdempotencyHeader),
     responses(
-        (status = 202, description = "The event and its deliveries are committed", body = AcceptedEvent),
-        (status = 400, description = "Malformed JSON, an unknown event, a channel that is not an object or a negative eventTime", body = ErrorBody),
+        (status = 202, description = "The event and its deliveries are committed (replayed, with the same id, for a retry with the same Idempotency-Key)", body = AcceptedEvent,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for an Idempotency-Key"))),
+        (status = 400, description = "Malformed JSON, an unknown event, a channel that is not an object, a negative eventTime or an invalid Idempotency-Key", body = ErrorBody),
         super::openapi::AdminFailures,
+        (status = 409, description = "A request with the same Idempotency-Key is in flight (`idempotency_key_in_use`)", body = ErrorBody),
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
-        (status = 422, description = "A missing field, a wrong type or an unknown appId", body = ErrorBody),
+        (status = 422, description = "A missing field, a wrong type, an unknown appId, or an Idempotency-Key already used for a different request (`idempotency_key_reused`)", body = ErrorBody),
     ),
 )]
 pub async fn ingest_event(
     _: Admin,
+    key: IdempotencyKey,
     state: web::Data<ApiState>,
     body: web::Json<IngestBody>,
 ) -> Result<HttpResponse, BrokerError> {
@@ -135,17 +160,21 @@ pub async fn ingest_event(
             "eventTime must be epoch milliseconds (>= 0)",
         ));
     }
-    let accepted = state
-        .dispatcher
-        .send(ChannelEvent {
-            app_id: body.app_id,
-            event,
-            event_time: body.event_time,
-            channel,
-        })
-        .await??;
-    Ok(HttpResponse::Accepted().json(AcceptedEvent {
-        id: accepted.id,
-        deliveries: accepted.deliveries,
-    }))
+    let mut msg = ChannelEvent::new(body.app_id, event, channel);
+    msg.event_time = body.event_time;
+    let content = msg.content();
+    let dispatcher = state.dispatcher.clone();
+    let op = async move {
+        let accepted = dispatcher.send(msg).await??;
+        Ok((202, accepted.answer_body()))
+    };
+    idempotent(
+        &state,
+        key,
+        scope::ADMIN.into(),
+        "POST /v1/events",
+        &content,
+        op,
+    )
+    .await
 }

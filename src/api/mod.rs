@@ -31,8 +31,83 @@ pub struct ApiState {
     pub allow_private_targets: bool,
     /// BROKER_MAX_BODY.
     pub max_body: usize,
-    /// The database, for the delivery log.
+    /// The database, for the delivery log and idempotency keys.
     pub pool: crate::db::Pool,
+    /// BROKER_IDEMPOTENCY_TTL.
+    pub idempotency_ttl: std::time::Duration,
+}
+
+/// The `Idempotency-Key` header of a request, checked (400
+/// `invalid_idempotency_key` when it is not 1 to 255 visible ASCII
+/// characters). Put it after the auth extractor and before the body.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl actix_web::FromRequest for IdempotencyKey {
+    type Error = BrokerError;
+    type Future = std::future::Ready<Result<Self, BrokerError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let mut values = req.headers().get_all(crate::idempotency::HEADER);
+        std::future::ready(match (values.next(), values.next()) {
+            (None, _) => Ok(IdempotencyKey(None)),
+            (Some(v), None) => {
+                crate::idempotency::validate_key(v.as_bytes()).map(|k| IdempotencyKey(Some(k)))
+            }
+            (Some(_), Some(_)) => Err(BrokerError::bad_request(
+                "invalid_idempotency_key",
+                format!(
+                    "send one {} header, not several",
+                    crate::idempotency::HEADER
+                ),
+            )),
+        })
+    }
+}
+
+/// Answers `op`'s status and JSON body, once per idempotency key when there
+/// is one (see [`crate::idempotency`]): `operation` and `content` (the
+/// request, as canonical JSON) make the hash that tells a retry from a
+/// different request.
+pub async fn idempotent<Fut>(
+    state: &ApiState,
+    key: IdempotencyKey,
+    scope: String,
+    operation: &str,
+    content: &str,
+    op: Fut,
+) -> Result<HttpResponse, BrokerError>
+where
+    Fut: std::future::Future<Output = Result<(u16, String), BrokerError>> + 'static,
+{
+    let answer = match key.0 {
+        None => {
+            let (status, body) = op.await?;
+            crate::idempotency::Answer {
+                status,
+                body,
+                replayed: false,
+            }
+        }
+        Some(key) => {
+            let hash = crate::idempotency::request_hash(operation, content);
+            crate::idempotency::run(&state.pool, scope, key, hash, state.idempotency_ttl, op)
+                .await?
+        }
+    };
+    let status = actix_web::http::StatusCode::from_u16(answer.status)
+        .map_err(|_| BrokerError::Internal("a stored answer has an invalid status".into()))?;
+    let mut res = HttpResponse::build(status);
+    res.content_type("application/json");
+    if answer.replayed {
+        res.insert_header((crate::idempotency::REPLAYED_HEADER, "true"));
+    }
+    Ok(res.body(answer.body))
+}
+
+/// A JSON body as text, for [`idempotent`].
+pub fn json_text(value: &impl serde::Serialize) -> Result<String, BrokerError> {
+    serde_json::to_string(value)
+        .map_err(|e| BrokerError::Internal(format!("cannot serialize an answer: {e}")))
 }
 
 /// Registers the broker's routes, state and input error handling on an

@@ -204,3 +204,25 @@ pub enum AdminFailures {
     )]
     Unavailable(ErrorBody),
 }
+
+/// The `Idempotency-Key` header of the create and ingest endpoints.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Makes the request safe to retry: 1 to 255 visible ASCII characters
+    /// (not only spaces), scoped to the caller (the admin token, or the
+    /// app). The first successful answer is stored for
+    /// BROKER_IDEMPOTENCY_TTL (default 24h) and a retry with the same key
+    /// and the same body gets it again, with `Idempotent-Replayed: true`;
+    /// the same key with a different body answers 422
+    /// `idempotency_key_reused`, and while the first request is in flight
+    /// 409 `idempotency_key_in_use`. Failed requests are not stored.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x20-\x7E]*[\x21-\x7E][\x20-\x7E]*$",
+        example = "order-42-create"
+    )]
+    pub idempotency_key: Option<String>,
+}

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AppAuth;
-use super::openapi::EventName;
-use super::ApiState;
+use super::openapi::{EventName, IdempotencyHeader};
+use super::{idempotent, json_text, ApiState, IdempotencyKey};
 use crate::actors::registry::{
     CreateWebhook, DeleteWebhook, GetSecret, GetWebhook, ListWebhooks, RotateSecret, UpdateWebhook,
     Webhook, WebhookStatus,
@@ -201,8 +201,10 @@ pub struct Secret {
     tag = "webhooks",
     security(("app_key" = [])),
     request_body = WebhookBody,
+    params(IdempotencyHeader),
     responses(
-        (status = 201, description = "The webhook, with its signing secret", body = CreatedWebhook,
+        (status = 201, description = "The webhook, with its signing secret (replayed, with the same secret, for a retry with the same Idempotency-Key)", body = CreatedWebhook,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for an Idempotency-Key")),
             links(
                 ("GetWebhook" = (operation_id = "getWebhook", parameters(("webhook_id" = "$response.body#/id")))),
                 ("UpdateWebhook" = (operation_id = "updateWebhook", parameters(("webhook_id" = "$response.body#/id")))),
@@ -212,14 +214,16 @@ pub struct Secret {
                 ("ListDeliveries" = (operation_id = "listDeliveries", parameters(("webhook_id" = "$response.body#/id")))),
                 ("RecoverWebhook" = (operation_id = "recoverWebhook", parameters(("webhook_id" = "$response.body#/id")))),
             )),
-        (status = 400, description = "Malformed JSON, an invalid uri, event or status, or a private target", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid uri, event or status, a private target, or an invalid Idempotency-Key", body = ErrorBody),
         super::openapi::AppKeyFailures,
+        (status = 409, description = "A request with the same Idempotency-Key is in flight (`idempotency_key_in_use`)", body = ErrorBody),
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
-        (status = 422, description = "A missing field or a wrong type", body = ErrorBody),
+        (status = 422, description = "A missing field or a wrong type, or an Idempotency-Key already used for a different request (`idempotency_key_reused`)", body = ErrorBody),
     ),
 )]
 pub async fn create(
     app: AppAuth,
+    key: IdempotencyKey,
     state: web::Data<ApiState>,
     body: web::Json<WebhookBody>,
 ) -> Result<HttpResponse, BrokerError> {
@@ -230,18 +234,30 @@ pub async fn create(
             "a new webhook starts enabled",
         ));
     }
-    let webhook = state
-        .registry
-        .send(CreateWebhook {
-            app_id: app.0,
-            uri: valid.uri,
-            events: valid.events,
-        })
-        .await??;
-    Ok(HttpResponse::Created().json(CreatedWebhook {
-        webhook: view(&webhook),
-        secret: webhook.secret,
-    }))
+    let content = serde_json::json!({
+        "uri": valid.uri.as_str(),
+        "event": valid.events.kinds(),
+    })
+    .to_string();
+    let scope = crate::idempotency::scope::app(&app.0);
+    let registry = state.registry.clone();
+    let op = async move {
+        let webhook = registry
+            .send(CreateWebhook {
+                app_id: app.0,
+                uri: valid.uri,
+                events: valid.events,
+            })
+            .await??;
+        Ok((
+            201,
+            json_text(&CreatedWebhook {
+                webhook: view(&webhook),
+                secret: webhook.secret,
+            })?,
+        ))
+    };
+    idempotent(&state, key, scope, "POST /v1/webhook", &content, op).await
 }
 
 /// `GET /v1/webhook` query.

@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod changes;
 pub mod deliveries;
+pub mod idempotency;
 pub mod instance;
 pub mod models;
 pub mod schema;

@@ -86,6 +86,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (scope, idem_key) {
+        scope -> Text,
+        idem_key -> Text,
+        request_hash -> Text,
+        state -> Text,
+        status -> Nullable<Integer>,
+        response_body -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(webhooks -> apps (app_id));
 diesel::joinable!(deliveries -> events (event_id));
 
@@ -96,5 +109,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     deliveries,
     delivery_attempts,
     registry_version,
-    registry_changes
+    registry_changes,
+    idempotency_keys
 );
