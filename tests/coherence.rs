@@ -445,6 +445,7 @@ fn webhook_row(app_id: &str, uri: &str) -> WebhookRow {
         updated_at: now,
         previous_secret: None,
         previous_secret_expires_at: None,
+        headers: "{}".into(),
     }
 }
 
