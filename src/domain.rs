@@ -254,10 +254,15 @@ impl CustomHeaders {
         for (name, value) in raw {
             // http 1's parser accepts exactly the RFC 9110 token characters.
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return bad(format!(
-                    "header name `{}` is not a valid HTTP token",
-                    name.escape_debug()
-                ));
+                // Control characters are shown escaped, the rest as sent.
+                let shown: String = name
+                    .chars()
+                    .map(|c| match c.is_control() {
+                        true => c.escape_debug().to_string(),
+                        false => c.to_string(),
+                    })
+                    .collect();
+                return bad(format!("header name `{shown}` is not a valid HTTP token"));
             }
             let lower = name.to_ascii_lowercase();
             if lower.starts_with("webhook-") || RESERVED_HEADERS.contains(&lower.as_str()) {
