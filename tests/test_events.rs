@@ -274,11 +274,14 @@ async fn the_test_event_must_be_one_the_webhook_subscribes_to(store: Store) {
         "an empty object takes the default: {:?}",
         r.body
     );
+    let r = test_event(&app, &key, &id, Some(Value::Null)).await;
+    assert_eq!(r.status, 202, "so does null: {:?}", r.body);
     assert!(
-        eventually(Duration::from_secs(5), || receiver.received().len() == 1).await,
+        eventually(Duration::from_secs(5), || receiver.received().len() == 2).await,
         "only the valid request sent anything"
     );
     assert_eq!(receiver.received()[0].json()["event"], "channel_live");
+    assert_eq!(receiver.received()[1].json()["event"], "channel_live");
 }
 
 async fn another_apps_webhook_id_answers_404_on_test(store: Store) {

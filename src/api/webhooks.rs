@@ -584,7 +584,7 @@ pub struct TestAccepted {
 }
 
 /// Reads an optional JSON body of at most `limit` bytes: `None` when it is
-/// empty (or only white space). Failures answer as the JSON extractor's do.
+/// empty (or only white space) or `null`. Failures answer as the JSON extractor's do.
 async fn optional_json<T: serde::de::DeserializeOwned>(
     mut payload: web::Payload,
     limit: usize,
@@ -604,7 +604,7 @@ async fn optional_json<T: serde::de::DeserializeOwned>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(&body).map(Some).map_err(|e| {
+    serde_json::from_slice::<Option<T>>(&body).map_err(|e| {
         if e.is_data() {
             BrokerError::Unprocessable(format!("invalid request body: {e}"))
         } else {
