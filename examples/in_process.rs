@@ -61,6 +61,7 @@ pub async fn demo(
             app_id: app.app.id.clone(),
             uri: WebhookUri::parse(webhook_uri, config.allow_private_targets)?,
             events: EventSet::all(),
+            headers: Default::default(),
         })
         .await??;
 

@@ -1,13 +1,40 @@
 //! Validated domain values. Input is parsed into these newtypes once, at the
 //! edge, so that the rest of the broker never sees an unchecked string.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// The longest webhook URI accepted, in bytes.
 pub const MAX_URI_LEN: usize = 2048;
+
+/// The most custom headers a webhook may have.
+pub const MAX_HEADERS: usize = 20;
+
+/// The longest custom header value accepted, in characters.
+pub const MAX_HEADER_VALUE_LEN: usize = 1024;
+
+/// Header names a webhook may not set: the broker's own, and those that
+/// belong to the connection rather than the message (hop-by-hop). Names
+/// starting with `webhook-` are refused as well (see [`CustomHeaders`]).
+pub const RESERVED_HEADERS: [&str; 13] = [
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 /// A channel lifecycle event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,6 +229,110 @@ impl WebhookUri {
     }
 }
 
+/// The extra headers a webhook sends on every delivery attempt: at most
+/// [`MAX_HEADERS`], each name an HTTP token (RFC 9110 `tchar`s) that is not
+/// [reserved](RESERVED_HEADERS) and does not start with `webhook-` (any
+/// case), each value a string of at most [`MAX_HEADER_VALUE_LEN`]
+/// characters without CR, LF or other control characters but tab. Names
+/// are kept as written; two that differ only in case are refused. They are
+/// not signed: the signature covers the id, the timestamp and the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CustomHeaders(BTreeMap<String, String>);
+
+impl CustomHeaders {
+    /// Checks the `headers` object of a request.
+    pub fn parse(raw: &Map<String, Value>) -> Result<Self, DomainError> {
+        let bad = |m: String| Err(DomainError::InvalidHeaders(m));
+        if raw.len() > MAX_HEADERS {
+            return bad(format!(
+                "headers may have at most {MAX_HEADERS} entries, not {}",
+                raw.len()
+            ));
+        }
+        let mut headers = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in raw {
+            // http 1's parser accepts exactly the RFC 9110 token characters.
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                // Control characters are shown escaped, the rest as sent.
+                let shown: String = name
+                    .chars()
+                    .map(|c| match c.is_control() {
+                        true => c.escape_debug().to_string(),
+                        false => c.to_string(),
+                    })
+                    .collect();
+                return bad(format!("header name `{shown}` is not a valid HTTP token"));
+            }
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with("webhook-") || RESERVED_HEADERS.contains(&lower.as_str()) {
+                return bad(format!(
+                    "header `{name}` is reserved: webhook-*, content-type, content-length, \
+                     host, user-agent, connection, transfer-encoding and hop-by-hop \
+                     headers cannot be set"
+                ));
+            }
+            if !seen.insert(lower) {
+                return bad(format!(
+                    "header `{name}` is given twice (names ignore case)"
+                ));
+            }
+            let Value::String(value) = value else {
+                return bad(format!("the value of header `{name}` must be a string"));
+            };
+            if value.chars().count() > MAX_HEADER_VALUE_LEN {
+                return bad(format!(
+                    "the value of header `{name}` is over {MAX_HEADER_VALUE_LEN} characters"
+                ));
+            }
+            if value.contains(['\r', '\n']) {
+                return bad(format!(
+                    "the value of header `{name}` must not contain CR or LF"
+                ));
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                return bad(format!(
+                    "the value of header `{name}` must not contain control characters"
+                ));
+            }
+            headers.insert(name.clone(), value.clone());
+        }
+        Ok(CustomHeaders(headers))
+    }
+
+    /// Reads the storage form, a JSON object (empty text counts as none).
+    /// What was stored was checked when written, so only the shape is
+    /// checked again.
+    pub fn from_storage(raw: &str) -> Result<Self, String> {
+        if raw.trim().is_empty() {
+            return Ok(CustomHeaders::default());
+        }
+        serde_json::from_str(raw)
+            .map(CustomHeaders)
+            .map_err(|e| format!("stored headers are not a JSON object of strings: {e}"))
+    }
+
+    /// The storage form: a JSON object, `{}` when there are none.
+    pub fn to_storage(&self) -> String {
+        serde_json::to_string(&self.0).expect("a map of strings serializes")
+    }
+
+    /// The headers, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The headers as a map, name to value.
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
 /// Whether a host name names this machine whatever DNS says.
 fn is_local_hostname(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -274,11 +405,95 @@ pub enum DomainError {
     /// A URI that points at a private or local address.
     #[error("uri points at a private, loopback or link-local address; set BROKER_ALLOW_PRIVATE_TARGETS=true to allow it")]
     PrivateTarget,
+    /// A custom header that cannot be sent.
+    #[error("{0}")]
+    InvalidHeaders(String),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(v: Value) -> Result<CustomHeaders, DomainError> {
+        CustomHeaders::parse(v.as_object().expect("an object"))
+    }
+
+    fn refusal(v: Value) -> String {
+        match headers(v) {
+            Err(DomainError::InvalidHeaders(m)) => m,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn custom_headers_are_kept_as_written_and_stored_as_json() {
+        let h = headers(
+            serde_json::json!({"X-Api-Key": "k 1", "x_trace": "", "a!#$%&'*+.^_`|~": "\t"}),
+        )
+        .unwrap();
+        assert_eq!(h.as_map()["X-Api-Key"], "k 1");
+        let back = CustomHeaders::from_storage(&h.to_storage()).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(CustomHeaders::default().to_storage(), "{}");
+        assert!(CustomHeaders::from_storage("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_reserved_header_name_is_refused_in_any_case_and_named() {
+        let mut names: Vec<String> = RESERVED_HEADERS.iter().map(|n| n.to_string()).collect();
+        names.extend(
+            [
+                "Webhook-Id",
+                "webhook-signature",
+                "WEBHOOK-x",
+                "Content-Type",
+                "TE",
+            ]
+            .map(String::from),
+        );
+        for name in names {
+            let message = refusal(serde_json::json!({ name.clone(): "v" }));
+            assert!(message.contains(&format!("`{name}`")), "{message}");
+        }
+        assert!(headers(serde_json::json!({"webhook": "v", "x-webhook-id": "v"})).is_ok());
+    }
+
+    #[test]
+    fn header_names_must_be_http_tokens() {
+        for name in ["", "a b", "a:b", "a\"b", "a(b)", "é", "a/b", "a\nb", "a@b"] {
+            refusal(serde_json::json!({ name: "v" }));
+        }
+    }
+
+    #[test]
+    fn header_values_are_strings_of_at_most_1024_characters_without_cr_or_lf() {
+        assert!(headers(serde_json::json!({"x": "€".repeat(1024)})).is_ok());
+        assert!(refusal(serde_json::json!({"x": "a".repeat(1025)})).contains("`x`"));
+        for v in ["a\r\nb: c", "a\n", "\r", "a\u{0}b", "a\u{7f}"] {
+            assert!(refusal(serde_json::json!({ "x-v": v })).contains("`x-v`"));
+        }
+        for v in [
+            serde_json::json!(1),
+            serde_json::json!(null),
+            serde_json::json!(["a"]),
+        ] {
+            refusal(serde_json::json!({ "x": v }));
+        }
+    }
+
+    #[test]
+    fn at_most_20_headers_and_no_name_twice() {
+        let n = |count: usize| {
+            Value::Object(
+                (0..count)
+                    .map(|i| (format!("x-{i}"), Value::from("v")))
+                    .collect(),
+            )
+        };
+        assert!(headers(n(20)).is_ok());
+        assert!(refusal(n(21)).contains("at most 20"));
+        assert!(refusal(serde_json::json!({"X-A": "1", "x-a": "2"})).contains("twice"));
+    }
 
     #[test]
     fn all_expands_to_every_event() {

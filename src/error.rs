@@ -117,7 +117,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable reason, e.g. `invalid_json`, `invalid_event`,
-    /// `invalid_uri`, `private_target`, `invalid_page`, `invalid_length`,
+    /// `invalid_uri`, `private_target`, `invalid_headers`, `invalid_page`, `invalid_length`,
     /// `invalid_query`, `invalid_channel`, `invalid_event_time`,
     /// `invalid_name`, `invalid_status`, `invalid_since`, `invalid_body`,
     /// `invalid_idempotency_key`, `idempotency_key_reused`,
@@ -158,6 +158,7 @@ impl From<DomainError> for BrokerError {
             DomainError::UnknownEvent(_) | DomainError::EmptyEvents => "invalid_event",
             DomainError::InvalidUri(_) => "invalid_uri",
             DomainError::PrivateTarget => "private_target",
+            DomainError::InvalidHeaders(_) => "invalid_headers",
         };
         BrokerError::bad_request(code, e.to_string())
     }

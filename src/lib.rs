@@ -23,6 +23,6 @@ pub mod systemd;
 
 pub use actors::dispatcher::{ChannelEvent, EventAccepted};
 pub use config::Config;
-pub use domain::{EventKind, EventSet, WebhookUri};
+pub use domain::{CustomHeaders, EventKind, EventSet, WebhookUri};
 pub use error::BrokerError;
 pub use startup::{Application, Broker, StartError};

@@ -311,6 +311,51 @@ fn a_secret_rotated_through_one_instance_is_served_and_signs_on_the_other_within
 
 #[cfg(feature = "mysql")]
 #[test]
+fn headers_changed_through_one_instance_are_sent_by_the_other_within_a_second() {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let receiver = always_204();
+    let (app_id, key) = a.create_app();
+    let (status, created) = a.call(
+        "POST",
+        "/v1/webhook",
+        Some(&key),
+        &json!({"uri": receiver.url, "event": "all", "headers": {"X-Token": "one"}}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // B delivers once, so its delivery actor for the webhook is running
+    // when the change arrives: the change must retarget it.
+    assert!(daemon::wait_until(GIVE_UP, || b
+        .deliveries_for(&app_id, "before")
+        == Some(1)));
+    let got = receiver_wait(&receiver, 1);
+    assert_eq!(got[0].header("x-token"), Some("one"));
+
+    let (status, body) = a.call(
+        "PUT",
+        &format!("/v1/webhook/{id}"),
+        Some(&key),
+        &json!({"uri": receiver.url, "event": "all", "headers": {"X-Token": "two"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let changed = Instant::now();
+    let took = first_true(changed, || {
+        b.get_webhook(&key, &id).1["headers"] == json!({"X-Token": "two"})
+    });
+    assert_within_requirement(took, "B shows the headers A set");
+    assert_eq!(b.deliveries_for(&app_id, "after"), Some(1));
+    let got = receiver_wait(&receiver, 2);
+    assert_eq!(
+        got[1].header("x-token"),
+        Some("two"),
+        "B sent the old headers"
+    );
+}
+
+#[cfg(feature = "mysql")]
+#[test]
 fn a_webhook_deleted_through_one_instance_is_gone_on_the_other_within_a_second() {
     let Some((_db, _dir, a, b)) = two_instances() else {
         return;
@@ -424,6 +469,7 @@ fn webhook_row(app_id: &str, uri: &str) -> WebhookRow {
         updated_at: now,
         previous_secret: None,
         previous_secret_expires_at: None,
+        headers: "{}".into(),
     }
 }
 

@@ -374,6 +374,41 @@ async fn the_bodies_are_described_as_the_api_takes_and_gives_them() {
     assert_eq!(kinds, BTreeSet::from(["string".into(), "array".into()]));
     assert_eq!(body["required"], serde_json::json!(["uri", "event"]));
 
+    // Custom headers: an optional object of strings, at most 20, named by
+    // HTTP tokens; always present in a webhook answer.
+    let headers = body["properties"]["headers"]["oneOf"]
+        .as_array()
+        .expect("optional headers are oneOf null or the map")
+        .iter()
+        .map(|alt| resolve(&doc, alt))
+        .find(|alt| alt["type"] == "object")
+        .expect("an object alternative");
+    assert_eq!(headers["maxProperties"], 20);
+    assert_eq!(headers["additionalProperties"]["type"], "string");
+    assert_eq!(headers["additionalProperties"]["maxLength"], 1024);
+    assert!(headers["propertyNames"]["pattern"].is_string());
+    let view = schema(&doc, "WebhookView");
+    assert_eq!(
+        resolve(&doc, &view["properties"]["headers"])["type"],
+        "object"
+    );
+    assert!(view["required"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("headers")));
+
+    // A test event answers the delivery id as `id`, and the event's id.
+    let test = &doc["paths"]["/v1/webhook/{webhook_id}/test"]["post"];
+    assert_ne!(
+        test["requestBody"]["required"], true,
+        "the body is optional"
+    );
+    let accepted = resolve(
+        &doc,
+        &test["responses"]["202"]["content"]["application/json"]["schema"],
+    );
+    assert_eq!(accepted["required"], serde_json::json!(["id", "eventId"]));
+
     // An ingested event: free-form channel, int64 epoch-ms eventTime.
     let ingest = schema(&doc, "IngestBody");
     let channel = &ingest["properties"]["channel"];

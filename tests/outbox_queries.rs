@@ -43,6 +43,7 @@ fn outbox(store: Store, n: usize) -> Option<Outbox> {
             updated_at: 1,
             previous_secret: None,
             previous_secret_expires_at: None,
+            headers: "{}".into(),
         },
     )
     .unwrap();

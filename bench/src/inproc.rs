@@ -134,6 +134,7 @@ impl InProcess {
                             app_id: app.app.id.clone(),
                             uri: WebhookUri::parse(&p.receiver_url, true)?,
                             events: EventSet::all(),
+                            headers: Default::default(),
                         })
                         .await??;
                     let source = Source {

@@ -67,8 +67,9 @@ pub fn sqlite_with_webhooks(
                 updated_at: now,
                 previous_secret: None,
                 previous_secret_expires_at: None,
+                headers: "{}".into(),
             });
-            // 12 columns x 1000 rows stays under SQLite's 32766 variables.
+            // 13 columns x 1000 rows stays under SQLite's 32766 variables.
             if rows.len() == 1000 || i + 1 == n_webhooks {
                 diesel::insert_into(webhooks::table)
                     .values(&rows)

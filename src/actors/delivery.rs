@@ -152,6 +152,9 @@ pub struct WebhookDelivery {
     in_flight: usize,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
+    /// A short-lived actor of a disabled webhook making one test attempt:
+    /// no retry, no disabling, and it stops when the attempt is recorded.
+    once: bool,
 }
 
 impl WebhookDelivery {
@@ -181,6 +184,7 @@ impl WebhookDelivery {
             in_flight: 0,
             draining: false,
             drained: Vec::new(),
+            once: false,
         }
     }
 
@@ -348,7 +352,7 @@ impl WebhookDelivery {
         let timestamp = now_ms() / 1000;
         let keys = self.target.keys_at(now_ms());
         let signature = signature::signature_header(&keys, &job.delivery_id, timestamp, &job.body);
-        let request = self
+        let mut request = self
             .client
             .post(self.target.url.as_str())
             .timeout(self.policy.timeout)
@@ -357,6 +361,10 @@ impl WebhookDelivery {
             .insert_header(("webhook-id", job.delivery_id.as_str()))
             .insert_header(("webhook-timestamp", timestamp.to_string()))
             .insert_header(("webhook-signature", signature));
+        // Their names never clash with the broker's own (they are refused).
+        for (name, value) in &self.target.headers {
+            request = request.insert_header((name.clone(), value.clone()));
+        }
         let body = job.body.clone();
         let started_at = now_ms();
         let clock = Instant::now();
@@ -394,6 +402,9 @@ impl WebhookDelivery {
             act.in_flight -= 1;
             metrics().deliveries_in_flight.dec();
             act.finish(job, started_at, clock.elapsed(), sent, ctx);
+            if act.once && act.in_flight == 0 {
+                ctx.stop();
+            }
             if act.draining && act.in_flight == 0 {
                 for tx in act.drained.drain(..) {
                     let _ = tx.send(());
@@ -411,13 +422,18 @@ impl WebhookDelivery {
         ctx: &mut Context<Self>,
     ) {
         let attempt_no = job.attempts_made + 1;
-        let verdict = policy::decide(
+        let verdict = match policy::decide(
             &self.policy.retry_schedule,
             attempt_no,
             sent.status_code,
             sent.retry_after,
             rand::thread_rng().gen_range(-1.0..=1.0),
-        );
+        ) {
+            // The one attempt of a test to a disabled webhook: whatever
+            // went wrong, it is over, and the webhook is left as it is.
+            Verdict::Retry(_) | Verdict::Gone if self.once => Verdict::Failed,
+            verdict => verdict,
+        };
         let error = match (&sent.error, sent.status_code) {
             (Some(e), _) => Some(e.clone()),
             (None, Some(code)) if verdict != Verdict::Succeeded => {
@@ -485,6 +501,7 @@ impl WebhookDelivery {
         match verdict {
             Verdict::Succeeded => self.release(&job, ctx),
             Verdict::Retry(_) => self.schedule(job, ctx),
+            Verdict::Failed if self.once => self.release(&job, ctx),
             Verdict::Failed => {
                 self.release(&job, ctx);
                 self.registry.do_send(DeliveryFailed {
@@ -547,6 +564,27 @@ impl Handler<Deliver> for WebhookDelivery {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         self.admit(msg.0, ctx);
+    }
+}
+
+/// Makes one attempt of a test delivery to a disabled webhook, on a
+/// short-lived actor of its own (a disabled webhook has none): the attempt is
+/// signed, sent and recorded like any other, but is not retried, does not
+/// count towards disabling the webhook (a 410 does not disable it either),
+/// and the actor stops once the outcome is with the recorder. The dispatcher
+/// never hands this actor anything else.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct DeliverOnce(pub DeliveryJob);
+
+impl Handler<DeliverOnce> for WebhookDelivery {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliverOnce, ctx: &mut Self::Context) {
+        self.once = true;
+        let mut job = msg.0;
+        job.due_at = now_ms();
+        self.accept(job, ctx);
     }
 }
 

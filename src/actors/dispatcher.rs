@@ -24,7 +24,8 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::delivery::{
-    Deliver, DeliveryJob, DeliveryPolicy, Drain, Outbox, ReadBacklog, Retarget, WebhookDelivery,
+    Deliver, DeliverOnce, DeliveryJob, DeliveryPolicy, Drain, Outbox, ReadBacklog, Retarget,
+    WebhookDelivery,
 };
 use super::recorder::{Flush, Persist, Recorder};
 use super::registry::{DeliveryTarget, MatchBatch, Registry, Targets, WebhookChanged};
@@ -122,20 +123,25 @@ impl Dispatcher {
                 return addr.clone();
             }
         }
+        let id = target.webhook_id.clone();
+        let addr = self.start_actor(target);
+        self.actors.insert(id, addr.clone());
+        addr
+    }
+
+    /// Starts a delivery actor for `target` on the next delivery arbiter.
+    fn start_actor(&mut self, target: &Arc<DeliveryTarget>) -> Addr<WebhookDelivery> {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
-        let id = target.webhook_id.clone();
         let (target, policy) = (target.clone(), self.policy.clone());
         let (recorder, registry) = (self.recorder.clone(), self.registry.clone());
         let outbox = self.outbox.clone();
         outbox
             .actors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let addr = WebhookDelivery::start_in_arbiter(arbiter, move |_| {
+        WebhookDelivery::start_in_arbiter(arbiter, move |_| {
             WebhookDelivery::new(target, policy, recorder, registry, outbox)
-        });
-        self.actors.insert(id, addr.clone());
-        addr
+        })
     }
 
     /// Has the actors of these webhooks read their backlogs from the
@@ -674,6 +680,99 @@ impl Handler<Shutdown> for Dispatcher {
                 addr.do_send(Retarget(None));
             }
             act.actors.clear();
+        }))
+    }
+}
+
+/// A test event for one webhook (`POST /v1/webhook/{id}/test`): an event
+/// with a sample channel marked `"test": true`, stored with one delivery,
+/// for this webhook only, and sent like any other. To an enabled webhook it
+/// goes through the webhook's actor (signed, retried, logged); to a disabled
+/// one it gets one attempt on a short-lived actor (see [`DeliverOnce`]) and
+/// the webhook stays disabled.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<TestAccepted, BrokerError>")]
+pub struct TestEvent {
+    /// The webhook's app.
+    pub app_id: String,
+    /// The event to send.
+    pub event: EventKind,
+    /// The webhook as it is now, enabled or not.
+    pub target: Arc<DeliveryTarget>,
+}
+
+/// A stored test event and its delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestAccepted {
+    /// `msg_...`: the delivery, the receiver's `webhook-id`.
+    pub delivery_id: String,
+    /// `evt_...`.
+    pub event_id: String,
+}
+
+/// The channel of a test event.
+pub fn test_channel() -> Map<String, Value> {
+    let mut channel = Map::new();
+    channel.insert("id".into(), Value::from("test-channel"));
+    channel.insert("title".into(), Value::from("Test event"));
+    channel.insert("test".into(), Value::from(true));
+    channel
+}
+
+impl Handler<TestEvent> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<TestAccepted, BrokerError>>;
+
+    fn handle(&mut self, msg: TestEvent, _: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return Box::pin(actix::fut::ready(Err(BrokerError::Unavailable(
+                "the broker is shutting down".into(),
+            ))));
+        }
+        let recorder = self.recorder.clone();
+        let registry = self.registry.clone();
+        let (owner, lease_ms) = (self.leases.owner.clone(), self.lease_ms());
+        let target = msg.target;
+        let event = ChannelEvent::new(msg.app_id, msg.event, test_channel());
+        let new = build(
+            event,
+            std::slice::from_ref(&target),
+            now_ms(),
+            &owner,
+            lease_ms,
+        );
+        let webhook_id = target.webhook_id.clone();
+        let work = async move {
+            let stored = recorder.send(Persist(vec![new])).await??;
+            let new = stored
+                .into_iter()
+                .next()
+                .ok_or_else(|| BrokerError::Internal("the test event was not stored".into()))?;
+            // Whether it is enabled now, with its newest target.
+            let enabled = registry
+                .send(Targets {
+                    webhook_ids: vec![webhook_id.clone()],
+                })
+                .await?
+                .remove(&webhook_id);
+            Ok::<_, BrokerError>((new, enabled))
+        };
+        Box::pin(work.into_actor(self).map(move |res, act, _| {
+            let (new, enabled) = res?;
+            let body = Bytes::from(new.event.payload);
+            let row =
+                new.deliveries.into_iter().next().ok_or_else(|| {
+                    BrokerError::Internal("the test delivery was not stored".into())
+                })?;
+            let accepted = TestAccepted {
+                delivery_id: row.id.clone(),
+                event_id: new.event.id,
+            };
+            let job = DeliveryJob::of_row(row, body);
+            match enabled {
+                Some(target) => act.actor_for(&target).do_send(Deliver(job)),
+                None => act.start_actor(&target).do_send(DeliverOnce(job)),
+            }
+            Ok(accepted)
         }))
     }
 }

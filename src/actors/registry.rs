@@ -22,7 +22,7 @@ use actix::prelude::*;
 
 use crate::db::models::{AppRow, WebhookRow};
 use crate::db::{self, now_ms, Pool};
-use crate::domain::{EventKind, EventSet, WebhookUri};
+use crate::domain::{CustomHeaders, EventKind, EventSet, WebhookUri};
 use crate::error::BrokerError;
 use crate::signature;
 
@@ -81,6 +81,8 @@ pub struct Webhook {
     pub updated_at: i64,
     /// The secret before the last rotation and when it stops signing.
     pub previous_secret: Option<(String, i64)>,
+    /// Extra headers sent on every attempt (not signed).
+    pub headers: CustomHeaders,
 }
 
 impl Webhook {
@@ -98,6 +100,7 @@ impl Webhook {
             updated_at: self.updated_at,
             previous_secret: self.previous_secret.as_ref().map(|(s, _)| s.clone()),
             previous_secret_expires_at: self.previous_secret.as_ref().map(|(_, t)| *t),
+            headers: self.headers.to_storage(),
         }
     }
 
@@ -107,6 +110,7 @@ impl Webhook {
         // webhooks vanish at start.
         let uri = WebhookUri::parse(&row.uri, true).map_err(|e| e.to_string())?;
         let events = EventSet::parse_list(&row.events).map_err(|e| e.to_string())?;
+        let headers = CustomHeaders::from_storage(&row.headers)?;
         let status = match row.status.as_str() {
             "disabled" => WebhookStatus::Disabled,
             _ => WebhookStatus::Enabled,
@@ -123,6 +127,7 @@ impl Webhook {
             created_at: row.created_at,
             updated_at: row.updated_at,
             previous_secret: row.previous_secret.zip(row.previous_secret_expires_at),
+            headers,
         })
     }
 
@@ -136,6 +141,19 @@ impl Webhook {
                 .previous_secret
                 .as_ref()
                 .map(|(s, until)| (signature::signing_key(s), *until)),
+            headers: self
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    // Checked when written; a stored header awc cannot
+                    // send is left out rather than failing every attempt.
+                    let header = (
+                        awc::http::header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        awc::http::header::HeaderValue::from_str(value).ok()?,
+                    );
+                    Some(header)
+                })
+                .collect(),
         })
     }
 }
@@ -152,6 +170,11 @@ pub struct DeliveryTarget {
     /// The key of the secret before a rotation, and until when (epoch ms)
     /// it still signs.
     pub previous_key: Option<(Vec<u8>, i64)>,
+    /// The webhook's custom headers, sent on every attempt.
+    pub headers: Vec<(
+        awc::http::header::HeaderName,
+        awc::http::header::HeaderValue,
+    )>,
 }
 
 impl DeliveryTarget {
@@ -458,6 +481,7 @@ impl Registry {
             w.uri.as_str() != webhook.uri.as_str()
                 || w.secret != webhook.secret
                 || w.previous_secret != webhook.previous_secret
+                || w.headers != webhook.headers
         });
         match (was_enabled, is_enabled) {
             // New: nothing of it is pending here yet.
@@ -587,6 +611,8 @@ pub struct CreateWebhook {
     pub uri: WebhookUri,
     /// What to deliver.
     pub events: EventSet,
+    /// Extra headers for every attempt.
+    pub headers: CustomHeaders,
 }
 
 impl Handler<CreateWebhook> for Registry {
@@ -606,6 +632,7 @@ impl Handler<CreateWebhook> for Registry {
             created_at: now,
             updated_at: now,
             previous_secret: None,
+            headers: msg.headers,
         };
         db::webhooks::insert(&mut *self.conn()?, &webhook.to_row())?;
         self.remember(webhook.clone());
@@ -631,7 +658,8 @@ impl Handler<GetWebhook> for Registry {
     }
 }
 
-/// Replaces a webhook's URI and events, and optionally its status.
+/// Replaces a webhook's URI and events, and optionally its status and
+/// headers.
 #[derive(Message)]
 #[rtype(result = "Result<Webhook, BrokerError>")]
 pub struct UpdateWebhook {
@@ -645,6 +673,8 @@ pub struct UpdateWebhook {
     pub events: EventSet,
     /// A new status, when given.
     pub status: Option<WebhookStatus>,
+    /// New headers replacing the old, when given.
+    pub headers: Option<CustomHeaders>,
 }
 
 impl Handler<UpdateWebhook> for Registry {
@@ -654,6 +684,9 @@ impl Handler<UpdateWebhook> for Registry {
         let mut webhook = self.owned(&msg.app_id, &msg.id)?.clone();
         webhook.uri = msg.uri;
         webhook.events = msg.events;
+        if let Some(headers) = msg.headers {
+            webhook.headers = headers;
+        }
         match msg.status {
             Some(WebhookStatus::Enabled) => {
                 webhook.status = WebhookStatus::Enabled;

@@ -153,6 +153,10 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
                             .route(web::post().to(webhooks::rotate_secret)),
                     )
                     .service(
+                        resource("/webhook/{webhook_id}/test", "POST")
+                            .route(web::post().to(webhooks::test)),
+                    )
+                    .service(
                         resource("/webhook/{webhook_id}/deliveries", "GET")
                             .route(web::get().to(deliveries::list)),
                     )

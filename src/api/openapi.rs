@@ -86,6 +86,7 @@ impl Modify for SecuritySchemes {
         webhooks::delete,
         webhooks::secret,
         webhooks::rotate_secret,
+        webhooks::test,
         deliveries::list,
         deliveries::get,
         deliveries::retry,

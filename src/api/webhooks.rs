@@ -1,18 +1,23 @@
 //! App endpoints: an app's webhooks. Every call is scoped to the app whose
 //! API key made it; another app's webhook answers 404.
 
+use std::collections::BTreeMap;
+
 use actix_web::{web, HttpResponse};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AppAuth;
 use super::openapi::{EventName, IdempotencyHeader};
 use super::{idempotent, json_text, ApiState, IdempotencyKey};
+use crate::actors::dispatcher::TestEvent;
 use crate::actors::registry::{
     CreateWebhook, DeleteWebhook, GetSecret, GetWebhook, ListWebhooks, RotateSecret, UpdateWebhook,
     Webhook, WebhookStatus,
 };
-use crate::domain::{EventKind, EventSet, WebhookUri};
+use crate::domain::{CustomHeaders, EventKind, EventSet, WebhookUri};
 use crate::error::{BrokerError, ErrorBody};
 
 /// The largest page.
@@ -60,12 +65,22 @@ pub struct WebhookBody {
     /// enabled; `disabled` on create answers 400.
     #[schema(value_type = Option<WebhookState>)]
     status: Option<String>,
+    /// Extra headers sent on every delivery attempt (not signed): at most 20
+    /// entries; names are HTTP tokens, values strings of at most 1024
+    /// characters without CR or LF. `webhook-*`, `content-type`,
+    /// `content-length`, `host`, `user-agent`, `connection`,
+    /// `transfer-encoding` and hop-by-hop headers are refused with 400
+    /// `invalid_headers`. On `PUT` they replace the webhook's headers;
+    /// without `headers` the webhook keeps its own.
+    #[schema(value_type = Option<HeaderMap>)]
+    headers: Option<Map<String, Value>>,
 }
 
 struct ValidBody {
     uri: WebhookUri,
     events: EventSet,
     status: Option<WebhookStatus>,
+    headers: Option<CustomHeaders>,
 }
 
 impl WebhookBody {
@@ -83,13 +98,54 @@ impl WebhookBody {
                 ))
             }
         };
+        let headers = self
+            .headers
+            .as_ref()
+            .map(CustomHeaders::parse)
+            .transpose()?;
         Ok(ValidBody {
             uri,
             events,
             status,
+            headers,
         })
     }
 }
+
+/// A webhook's custom headers in the OpenAPI document: header name (an
+/// HTTP token) to value (a string of at most 1024 characters without
+/// control characters but tab), at most 20 of them.
+pub struct HeaderMap;
+
+impl utoipa::PartialSchema for HeaderMap {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Header name to value, sent on every delivery attempt (not signed). At most \
+                 20; names are HTTP tokens, and `webhook-*`, `content-type`, \
+                 `content-length`, `host`, `user-agent`, `connection`, \
+                 `transfer-encoding` and hop-by-hop headers are refused.",
+            ))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")),
+            ))
+            .additional_properties(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(crate::domain::MAX_HEADER_VALUE_LEN))
+                    .pattern(Some("^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F]*$")),
+            ))
+            .max_properties(Some(crate::domain::MAX_HEADERS))
+            .examples([serde_json::json!({"Authorization": "Bearer s3cr3t", "X-Tenant": "acme"})])
+            .into()
+    }
+}
+
+impl ToSchema for HeaderMap {}
 
 /// Whether a webhook receives deliveries, as the API writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -125,6 +181,9 @@ pub struct WebhookView {
     pub event: Vec<EventKind>,
     /// Enabled or disabled.
     pub status: WebhookState,
+    /// Extra headers sent on every delivery attempt; `{}` when none.
+    #[schema(value_type = HeaderMap)]
+    pub headers: BTreeMap<String, String>,
     /// Creation time, epoch milliseconds.
     #[schema(format = Int64)]
     pub created_at: i64,
@@ -150,6 +209,7 @@ pub fn view(w: &Webhook) -> WebhookView {
         uri: w.uri.as_str().to_owned(),
         event: w.events.kinds(),
         status: w.status.into(),
+        headers: w.headers.as_map().clone(),
         created_at: w.created_at,
         updated_at: w.updated_at,
         disabled_reason: disabled.then(|| w.disabled_reason.clone()),
@@ -213,8 +273,9 @@ pub struct Secret {
                 ("RotateWebhookSecret" = (operation_id = "rotateWebhookSecret", parameters(("webhook_id" = "$response.body#/id")))),
                 ("ListDeliveries" = (operation_id = "listDeliveries", parameters(("webhook_id" = "$response.body#/id")))),
                 ("RecoverWebhook" = (operation_id = "recoverWebhook", parameters(("webhook_id" = "$response.body#/id")))),
+                ("TestWebhook" = (operation_id = "testWebhook", parameters(("webhook_id" = "$response.body#/id")))),
             )),
-        (status = 400, description = "Malformed JSON, an invalid uri, event or status, a private target, or an invalid Idempotency-Key", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid uri, event, status or headers, a private target, or an invalid Idempotency-Key", body = ErrorBody),
         super::openapi::AppKeyFailures,
         (status = 409, description = "A request with the same Idempotency-Key is in flight (`idempotency_key_in_use`)", body = ErrorBody),
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
@@ -234,9 +295,11 @@ pub async fn create(
             "a new webhook starts enabled",
         ));
     }
+    let headers = valid.headers.unwrap_or_default();
     let content = serde_json::json!({
         "uri": valid.uri.as_str(),
         "event": valid.events.kinds(),
+        "headers": &headers,
     })
     .to_string();
     let scope = crate::idempotency::scope::app(&app.0);
@@ -247,6 +310,7 @@ pub async fn create(
                 app_id: app.0,
                 uri: valid.uri,
                 events: valid.events,
+                headers,
             })
             .await??;
         Ok((
@@ -381,7 +445,7 @@ pub async fn get(
     request_body = WebhookBody,
     responses(
         (status = 200, description = "The updated webhook", body = WebhookView),
-        (status = 400, description = "Malformed JSON, an invalid uri, event or status, or a private target", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid uri, event, status or headers, or a private target", body = ErrorBody),
         super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
         (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
@@ -403,6 +467,7 @@ pub async fn update(
             uri: valid.uri,
             events: valid.events,
             status: valid.status,
+            headers: valid.headers,
         })
         .await??;
     Ok(HttpResponse::Ok().json(view(&webhook)))
@@ -511,4 +576,124 @@ pub async fn rotate_secret(
         })
         .await??;
     Ok(HttpResponse::Ok().json(Secret { secret }))
+}
+
+/// The optional body of `POST /v1/webhook/{id}/test`.
+#[derive(Deserialize, ToSchema)]
+pub struct TestBody {
+    /// The event to send; by default the webhook's first subscribed event
+    /// in the order `channel_live`, `channel_stop`, `channel_ended`. One
+    /// the webhook does not subscribe to answers 400 `invalid_event`.
+    #[schema(value_type = Option<EventName>)]
+    event: Option<String>,
+}
+
+/// The answer of `POST /v1/webhook/{id}/test`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestAccepted {
+    /// The test delivery, `msg_...`: the `webhook-id` the receiver sees, and
+    /// its id in the delivery log.
+    #[schema(example = "msg_019ac9f2c1a37b5c8d2e6f0a1b3c5d79")]
+    pub id: String,
+    /// The test event, `evt_...`.
+    #[schema(example = "evt_019ac9f2c1a27f3e9b0d4c6e8a2f1b57")]
+    pub event_id: String,
+}
+
+/// Reads an optional JSON body of at most `limit` bytes: `None` when it is
+/// empty (or only white space) or `null`. Failures answer as the JSON extractor's do.
+async fn optional_json<T: serde::de::DeserializeOwned>(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Option<T>, BrokerError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            BrokerError::bad_request("invalid_body", format!("cannot read request body: {e}"))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(BrokerError::PayloadTooLarge(format!(
+                "request body is over the {limit}-byte limit"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<Option<T>>(&body).map_err(|e| {
+        if e.is_data() {
+            BrokerError::Unprocessable(format!("invalid request body: {e}"))
+        } else {
+            BrokerError::bad_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+        }
+    })
+}
+
+/// `POST /v1/webhook/{id}/test [{"event"}]`: a test event to this webhook
+/// only, sent like any other delivery; a disabled webhook gets exactly one
+/// attempt and stays disabled.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook/{webhook_id}/test",
+    operation_id = "testWebhook",
+    tag = "webhooks",
+    security(("app_key" = [])),
+    params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`")),
+    request_body(content = Option<TestBody>, description = "Optional: the event to send"),
+    responses(
+        (status = 202, description = "The test event and its delivery are stored; the delivery is under way", body = TestAccepted,
+            links(
+                ("GetDelivery" = (operation_id = "getDelivery", parameters(("webhook_id" = "$request.path.webhook_id"), ("delivery_id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "Malformed JSON, or an event that is unknown or not subscribed to", body = ErrorBody),
+        super::openapi::AppKeyFailures,
+        (status = 404, description = "No such webhook for this app", body = ErrorBody),
+        (status = 413, description = "The body is over BROKER_MAX_BODY", body = ErrorBody),
+        (status = 422, description = "A wrong type", body = ErrorBody),
+    ),
+)]
+pub async fn test(
+    app: AppAuth,
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, BrokerError> {
+    let body: Option<TestBody> = optional_json(payload, state.max_body).await?;
+    let webhook = state
+        .registry
+        .send(GetWebhook {
+            app_id: app.0.clone(),
+            id: id.into_inner(),
+        })
+        .await??;
+    let event = match body.and_then(|b| b.event) {
+        None => webhook.events.kinds()[0],
+        Some(name) => {
+            let kind = EventKind::parse(&name)?;
+            if !webhook.events.contains(kind) {
+                return Err(BrokerError::bad_request(
+                    "invalid_event",
+                    format!("the webhook is not subscribed to {kind}"),
+                ));
+            }
+            kind
+        }
+    };
+    let accepted = state
+        .dispatcher
+        .send(TestEvent {
+            app_id: app.0,
+            event,
+            target: webhook.target(),
+        })
+        .await??;
+    Ok(HttpResponse::Accepted().json(TestAccepted {
+        id: accepted.delivery_id,
+        event_id: accepted.event_id,
+    }))
 }

@@ -34,6 +34,8 @@ pub struct WebhookRow {
     pub previous_secret: Option<String>,
     /// When `previous_secret` stops signing, epoch ms.
     pub previous_secret_expires_at: Option<i64>,
+    /// Custom headers sent on every attempt: a JSON object of strings.
+    pub headers: String,
 }
 
 /// An accepted event with the exact body every webhook receives.

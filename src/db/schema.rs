@@ -25,6 +25,7 @@ diesel::table! {
         previous_secret -> Nullable<Text>,
         previous_secret_expires_at -> Nullable<BigInt>,
         last_success_at -> Nullable<BigInt>,
+        headers -> Text,
     }
 }
 

@@ -17,7 +17,8 @@ pub fn insert(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<()> {
     })
 }
 
-/// Rewrites a webhook's mutable fields (URI, events, status, secret).
+/// Rewrites a webhook's mutable fields (URI, events, status, secret,
+/// headers).
 pub fn update(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<usize> {
     conn.transaction(|conn| {
         let n = set_fields(conn, row)?;
@@ -40,6 +41,7 @@ fn set_fields(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<usize> {
             webhooks::updated_at.eq(row.updated_at),
             webhooks::previous_secret.eq(&row.previous_secret),
             webhooks::previous_secret_expires_at.eq(row.previous_secret_expires_at),
+            webhooks::headers.eq(&row.headers),
         ))
         .execute(conn)
 }
