@@ -106,7 +106,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 cargo deb --version
 
-step "cargo deb (release build, default features)"
+step "cargo deb (${DEB_PROFILE:-release} build, default features)"
 # cargo-deb prints the paths of the packages it made on stdout: the .deb and
 # the -dbgsym .ddeb with the debug info.
 cargo deb --locked --profile "${DEB_PROFILE:-release}" >"$work/cargo-deb.out" || fail "cargo deb failed"

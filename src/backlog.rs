@@ -144,9 +144,41 @@ impl Window {
     }
 }
 
+/// How many more deliveries an actor holding `held` may take into memory,
+/// with `in_memory` of `max` held by `actors` actors in all. Each actor may
+/// fill its even share; beyond it, an actor may use only the spare room
+/// above half the budget, so a webhook whose receiver is down cannot take
+/// the memory a healthy one needs, while a lone busy webhook still gets
+/// most of it.
+pub fn allowance(max: usize, in_memory: usize, actors: usize, held: usize) -> usize {
+    let room = max.saturating_sub(in_memory);
+    let fair = (max / actors.max(1)).max(1).saturating_sub(held);
+    let spare = room.saturating_sub(max / 2);
+    fair.max(spare).min(room)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_actor_beyond_its_share_leaves_half_the_budget_to_the_others() {
+        // Alone, a webhook may fill the budget.
+        assert_eq!(allowance(100, 0, 1, 0), 100);
+        // Two actors: the down one holds 50 (its share) and may take the
+        // spare room above half only: none once the budget is half used.
+        assert_eq!(allowance(100, 50, 2, 50), 0);
+        // The healthy one still has its share.
+        assert_eq!(allowance(100, 50, 2, 0), 50);
+        // Over its share, with the budget mostly free, the spare above half.
+        assert_eq!(allowance(100, 20, 2, 20), 30);
+        // Never more than the room left.
+        assert_eq!(allowance(100, 95, 2, 0), 5);
+        assert_eq!(allowance(100, 100, 2, 0), 0);
+        // Many actors: a share of at least one each.
+        assert_eq!(allowance(100, 0, 1000, 0), 50);
+        assert_eq!(allowance(100, 60, 1000, 0), 1);
+    }
 
     fn key(at: i64) -> Cursor {
         (at, format!("msg_{at:04}"))

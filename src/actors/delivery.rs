@@ -71,18 +71,15 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    fn room(&self) -> usize {
-        self.max_in_memory
-            .saturating_sub(self.in_memory.load(Ordering::Relaxed))
-    }
-
-    /// How many more an actor holding `held` may read from its backlog: the
-    /// budget is shared evenly, so that one webhook's backlog cannot starve
-    /// another's.
-    fn page_limit(&self, held: usize) -> usize {
-        let actors = self.actors.load(Ordering::Relaxed).max(1);
-        let share = (self.max_in_memory / actors).max(1);
-        share.saturating_sub(held).min(self.room()).min(PAGE)
+    /// How many more an actor holding `held` may take into memory
+    /// ([`crate::backlog::allowance`]).
+    fn allowance(&self, held: usize) -> usize {
+        crate::backlog::allowance(
+            self.max_in_memory,
+            self.in_memory.load(Ordering::Relaxed),
+            self.actors.load(Ordering::Relaxed),
+            held,
+        )
     }
 }
 
@@ -191,7 +188,8 @@ impl WebhookDelivery {
     /// A delivery handed over at ingest: held, kept aside or left in the
     /// database, as the window rule says.
     fn admit(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
-        match self.window.admit(&job.order_key(), self.outbox.room() > 0) {
+        let room = self.outbox.allowance(self.held.len()) > 0;
+        match self.window.admit(&job.order_key(), room) {
             Admit::Hold => self.accept(job, ctx),
             Admit::Aside => self.aside.push(job),
             Admit::Leave => {}
@@ -205,7 +203,7 @@ impl WebhookDelivery {
         if self.draining || !self.window.wants_page(self.held.len(), LOW_WATER) {
             return;
         }
-        let limit = self.outbox.page_limit(self.held.len());
+        let limit = self.outbox.allowance(self.held.len()).min(PAGE);
         if limit == 0 {
             self.retry_page_later(ctx);
             return;
