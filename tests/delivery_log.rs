@@ -29,16 +29,6 @@ async fn list(app: &TestApp, key: &str, webhook: &str, query: &str) -> Reply {
     .await
 }
 
-async fn detail(app: &TestApp, key: &str, webhook: &str, delivery: &str) -> Reply {
-    app.call(
-        "GET",
-        &format!("/v1/webhook/{webhook}/deliveries/{delivery}"),
-        Some(key),
-        None,
-    )
-    .await
-}
-
 async fn retry(app: &TestApp, key: &str, webhook: &str, delivery: &str) -> Reply {
     app.call(
         "POST",
@@ -302,7 +292,9 @@ async fn the_log_lists_every_field_of_every_delivery_newest_first(store: Store) 
 
     // Each delivery reads back the same on its own, plus its attempts.
     for d in data {
-        let one = detail(&app, &key, &webhook, d["id"].as_str().unwrap()).await;
+        let one = app
+            .delivery(&key, &webhook, d["id"].as_str().unwrap())
+            .await;
         assert_eq!(one.status, 200, "{:?}", one.body);
         let mut without = one.body.clone();
         let attempts = without.as_object_mut().unwrap().remove("attempts").unwrap();
@@ -393,7 +385,7 @@ async fn an_attempt_log_keeps_each_attempt_in_order_with_a_4_kib_response_body(s
     let id = webhook_id_of(&got[0]);
     assert!(common::eventually(SETTLE, || state_of(&app, &id) == ("succeeded".into(), 2)).await);
 
-    let r = detail(&app, &key, &webhook, &id).await;
+    let r = app.delivery(&key, &webhook, &id).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let mut fields = set(&DELIVERY_FIELDS);
     fields.insert("attempts".into());
@@ -466,7 +458,7 @@ async fn a_multibyte_response_body_is_cut_to_at_most_4096_bytes_of_what_was_sent
     let got = receiver.wait_for(1, SETTLE).await;
     let id = webhook_id_of(&got[0]);
     assert!(common::eventually(SETTLE, || state_of(&app, &id) == ("succeeded".into(), 1)).await);
-    let r = detail(&app, &key, &webhook, &id).await;
+    let r = app.delivery(&key, &webhook, &id).await;
     let kept = r.body["attempts"][0]["responseBody"]
         .as_str()
         .expect("response body kept");
@@ -513,7 +505,7 @@ async fn a_connection_error_attempt_has_no_status_code_and_an_error(store: Store
         .await
     );
     let id = states(&app, &webhook)[0].0.clone();
-    let r = detail(&app, &key, &webhook, &id).await;
+    let r = app.delivery(&key, &webhook, &id).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["status"], "failed");
     assert_eq!(r.body["lastStatusCode"], Value::Null);
@@ -557,7 +549,7 @@ async fn retry_sends_a_failed_or_succeeded_delivery_again_with_the_same_id_and_b
     assert_eq!(webhook_id_of(&got[3]), id);
     assert_eq!(got[3].body, got[0].body);
     assert!(common::eventually(SETTLE, || state_of(&app, &id) == ("succeeded".into(), 4)).await);
-    let d = detail(&app, &key, &webhook, &id).await.body;
+    let d = app.delivery(&key, &webhook, &id).await.body;
     assert_eq!(d["status"], "succeeded");
     assert_eq!(d["lastStatusCode"], 204);
     assert_eq!(d["lastError"], Value::Null);
@@ -578,7 +570,7 @@ async fn retry_sends_a_failed_or_succeeded_delivery_again_with_the_same_id_and_b
     assert_eq!(webhook_id_of(&got[4]), id);
     assert_eq!(got[4].body, got[0].body);
     assert!(common::eventually(SETTLE, || state_of(&app, &id) == ("succeeded".into(), 5)).await);
-    let d = detail(&app, &key, &webhook, &id).await.body;
+    let d = app.delivery(&key, &webhook, &id).await.body;
     assert_eq!(d["attempts"].as_array().unwrap().len(), 5);
     assert!(d["deliveredAt"].as_i64().unwrap() >= first_delivered);
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
@@ -609,7 +601,9 @@ async fn retry_of_a_pending_delivery_answers_409_and_of_an_unknown_one_404(store
     assert_error(&r, 409, "retry of a pending delivery");
     let r = retry(&app, &key, &webhook, "msg_0000000000000000000000000000").await;
     assert_error(&r, 404, "retry of an unknown delivery");
-    let r = detail(&app, &key, &webhook, "msg_0000000000000000000000000000").await;
+    let r = app
+        .delivery(&key, &webhook, "msg_0000000000000000000000000000")
+        .await;
     assert_error(&r, 404, "an unknown delivery");
     let r = retry(&app, &key, "wh_unknown", &id).await;
     assert_error(&r, 404, "retry under an unknown webhook");
@@ -687,11 +681,11 @@ async fn recover_resends_only_failed_deliveries_since_then_in_channel_order(stor
             .map(webhook_id_of)
             .unwrap()
     };
-    let since = detail(&app, &key, &webhook, &id_of_seq(0)).await.body["createdAt"]
+    let since = app.delivery(&key, &webhook, &id_of_seq(0)).await.body["createdAt"]
         .as_i64()
         .unwrap();
     let old = webhook_id_of(&first_tries[0]);
-    let old_created = detail(&app, &key, &webhook, &old).await.body["createdAt"]
+    let old_created = app.delivery(&key, &webhook, &old).await.body["createdAt"]
         .as_i64()
         .unwrap();
     assert!(old_created < since);
@@ -815,13 +809,13 @@ async fn another_app_and_another_webhook_get_404_for_a_webhooks_deliveries(store
 
     // App B, on A's webhook.
     assert_error(&list(&app, &b_key, &x, "").await, 404, "B lists X");
-    assert_error(&detail(&app, &b_key, &x, &dx).await, 404, "B reads dX");
+    assert_error(&app.delivery(&b_key, &x, &dx).await, 404, "B reads dX");
     assert_error(&retry(&app, &b_key, &x, &dx).await, 404, "B retries dX");
     let r = recover(&app, &b_key, &x, &json!({"since": 0})).await;
     assert_error(&r, 404, "B recovers X");
     // App B, A's delivery under its own webhook.
     assert_error(
-        &detail(&app, &b_key, &z, &dx).await,
+        &app.delivery(&b_key, &z, &dx).await,
         404,
         "B reads dX under Z",
     );
@@ -835,7 +829,7 @@ async fn another_app_and_another_webhook_get_404_for_a_webhooks_deliveries(store
     assert!(!ids(&r.body).contains(&dx));
 
     // App A, X's delivery under its other webhook Y.
-    assert_error(&detail(&app, &a_key, &y, &dx).await, 404, "dX under Y");
+    assert_error(&app.delivery(&a_key, &y, &dx).await, 404, "dX under Y");
     assert_error(&retry(&app, &a_key, &y, &dx).await, 404, "retry dX under Y");
     let r = list(&app, &a_key, &y, "").await;
     assert_eq!(ids(&r.body), vec![dy.clone()]);
@@ -847,7 +841,7 @@ async fn another_app_and_another_webhook_get_404_for_a_webhooks_deliveries(store
     assert_eq!(fine.received().len(), 1);
     assert_eq!(state_of(&app, &dx), ("failed".into(), 2));
     // The owner still sees it.
-    assert_eq!(detail(&app, &a_key, &x, &dx).await.status, 200);
+    assert_eq!(app.delivery(&a_key, &x, &dx).await.status, 200);
 }
 
 fn row_counts(app: &TestApp) -> (i64, i64, i64) {
@@ -965,12 +959,12 @@ async fn retention_prunes_succeeded_deliveries_and_orphaned_events_but_keeps_fai
 
     // The log shows what is kept; the pending one still works.
     assert_eq!(list(&app, &key, &ws, "").await.body["total"], 0);
-    let d = detail(&app, &key, &wf, &kept_failed).await;
+    let d = app.delivery(&key, &wf, &kept_failed).await;
     assert_eq!(d.status, 200);
     assert_eq!(d.body["attempts"].as_array().unwrap().len(), 2);
     assert_eq!(d.body["eventId"], event_ids[2].as_str());
     assert_eq!(
-        detail(&app, &key, &wp, &kept_pending).await.body["status"],
+        app.delivery(&key, &wp, &kept_pending).await.body["status"],
         "pending"
     );
 

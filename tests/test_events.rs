@@ -40,22 +40,12 @@ async fn test_event(app: &TestApp, key: &str, id: &str, body: Option<Value>) -> 
     .await
 }
 
-async fn delivery(app: &TestApp, key: &str, webhook: &str, delivery: &str) -> Reply {
-    app.call(
-        "GET",
-        &format!("/v1/webhook/{webhook}/deliveries/{delivery}"),
-        Some(key),
-        None,
-    )
-    .await
-}
-
 /// Waits until the delivery's log shows `attempts` attempts and is no longer
 /// pending; its detail.
 async fn settled(app: &TestApp, key: &str, webhook: &str, id: &str, attempts: usize) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
-        last = delivery(app, key, webhook, id).await.body;
+        last = app.delivery(key, webhook, id).await.body;
         if last["status"] != "pending"
             && last["attempts"].as_array().map(Vec::len) == Some(attempts)
         {

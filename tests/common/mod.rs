@@ -285,6 +285,17 @@ impl TestApp {
         r.body
     }
 
+    /// One delivery of a webhook's log, with its attempts.
+    pub async fn delivery(&self, key: &str, webhook: &str, delivery: &str) -> Reply {
+        self.call(
+            "GET",
+            &format!("/v1/webhook/{webhook}/deliveries/{delivery}"),
+            Some(key),
+            None,
+        )
+        .await
+    }
+
     /// Ingests an event over HTTP; returns the reply.
     pub async fn send_event(&self, app_id: &str, event: &str, channel: Value) -> Reply {
         self.call(
