@@ -6,7 +6,7 @@
 //! Every delivery is durable in the database before an actor hears of it,
 //! so an actor may leave one there and read it later. The invariant that
 //! keeps order: the actor holds every pending delivery of its webhook up to
-//! a cursor in acceptance order `(created_at, id)`, and none past it that it
+//! a cursor in sequence order `(seq, id)`, and none past it that it
 //! has not been handed in order. A page read from the database is the next
 //! stretch past the cursor, so for each channel the actor always holds a
 //! prefix of that channel's queue: the oldest pending delivery of a channel
@@ -19,7 +19,7 @@
 //! moment), at which point what was kept aside is exactly what came after.
 //! The rules are pure; [`crate::actors::delivery`] wires them up.
 
-/// A position in acceptance order: `(created_at, delivery id)`.
+/// A position in sequence order: `(seq, delivery id)`.
 pub use crate::db::deliveries::Cursor;
 
 /// What to do with a delivery the actor has just been handed.
@@ -50,6 +50,7 @@ pub struct Window {
     cursor: Option<Cursor>,
     reading: bool,
     restart: bool,
+    again: bool,
 }
 
 impl Window {
@@ -77,6 +78,16 @@ impl Window {
             self.restart = true;
         } else {
             self.cursor = None;
+        }
+    }
+
+    /// Deliveries past the cursor were committed by another instance (or
+    /// requeued): read on from the cursor. A page under way may have been
+    /// read before they committed, so another one follows it.
+    pub fn more_in_database(&mut self) {
+        self.backlog = true;
+        if self.reading {
+            self.again = true;
         }
     }
 
@@ -127,7 +138,7 @@ impl Window {
             self.cursor = None;
             return AfterPage::Readmit;
         }
-        if full {
+        if std::mem::take(&mut self.again) || full {
             AfterPage::Readmit
         } else {
             self.backlog = false;
@@ -138,6 +149,7 @@ impl Window {
     /// A page read failed: what was kept aside stays in the database.
     pub fn page_failed(&mut self) {
         self.reading = false;
+        self.again = false;
         if std::mem::take(&mut self.restart) {
             self.cursor = None;
         }
@@ -239,6 +251,22 @@ mod tests {
         assert_eq!(w.page_read(Some(key(7)), false), AfterPage::Readmit);
         assert!(w.has_backlog());
         assert_eq!(w.start_page(), None);
+    }
+
+    #[test]
+    fn rows_from_another_instance_during_a_page_make_another_page_follow() {
+        let mut w = Window::new();
+        assert_eq!(w.admit(&key(1), true), Admit::Hold);
+        w.more_in_database();
+        assert!(w.wants_page(0, 10));
+        assert_eq!(w.start_page(), Some(key(1)));
+        w.more_in_database();
+        // Short, but read before the new rows committed: not the end.
+        assert_eq!(w.page_read(Some(key(3)), false), AfterPage::Readmit);
+        assert!(w.has_backlog());
+        assert_eq!(w.start_page(), Some(key(3)));
+        assert_eq!(w.page_read(Some(key(4)), false), AfterPage::AdmitAside);
+        assert!(!w.has_backlog());
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub struct Metrics {
     pub webhooks_disabled: Gauge,
     /// Database operations that failed.
     pub database_errors: Counter,
+    /// Webhook leases this instance holds: the webhooks it sends.
+    pub webhook_leases_held: Gauge,
+    /// Webhook leases lost to another instance (this one was paused, cut
+    /// off or slow past its lease).
+    pub webhook_leases_lost: Counter,
+    /// Attempt outcomes refused because their lease was lost meanwhile.
+    pub outcomes_fenced: Counter,
 }
 
 impl Metrics {
@@ -61,6 +68,9 @@ impl Metrics {
             webhooks_registered: Gauge::default(),
             webhooks_disabled: Gauge::default(),
             database_errors: Counter::default(),
+            webhook_leases_held: Gauge::default(),
+            webhook_leases_lost: Counter::default(),
+            outcomes_fenced: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -102,6 +112,21 @@ impl Metrics {
             "database_errors",
             "Database operations that failed",
             m.database_errors.clone(),
+        );
+        registry.register(
+            "webhook_leases_held",
+            "Webhook leases this instance holds: the webhooks whose deliveries it sends",
+            m.webhook_leases_held.clone(),
+        );
+        registry.register(
+            "webhook_leases_lost",
+            "Webhook leases lost to another instance (this one was paused, cut off or slow past its lease)",
+            m.webhook_leases_lost.clone(),
+        );
+        registry.register(
+            "delivery_outcomes_fenced",
+            "Attempt outcomes not written because their webhook's lease had passed to another instance",
+            m.outcomes_fenced.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -149,6 +174,9 @@ mod tests {
             "webhook_broker_webhooks_registered",
             "webhook_broker_webhooks_disabled",
             "webhook_broker_database_errors_total",
+            "webhook_broker_webhook_leases_held",
+            "webhook_broker_webhook_leases_lost_total",
+            "webhook_broker_delivery_outcomes_fenced_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -11,7 +11,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::delivery::DeliveryPolicy;
-use crate::actors::dispatcher::{ClaimPending, Dispatcher, LeaseConfig, Shutdown};
+use crate::actors::dispatcher::{ClaimLeases, Dispatcher, LeaseConfig, Shutdown};
 use crate::actors::janitor::Janitor;
 use crate::actors::poller::ChangePoller;
 use crate::actors::recorder::Recorder;
@@ -107,7 +107,7 @@ impl Broker {
             timeout: config.delivery_timeout,
             allow_private_targets: config.allow_private_targets,
         });
-        let recorder = Recorder::new(pool.clone()).start();
+        let recorder = Recorder::new(pool.clone(), config.instance_id.clone()).start();
         let janitor = Janitor::new(pool.clone(), config.retention).start();
         let leases = LeaseConfig {
             owner: config.instance_id.clone(),
@@ -126,13 +126,13 @@ impl Broker {
             .with_idempotency_ttl(config.idempotency_ttl),
         );
 
-        // What this instance held before a restart, and what nobody holds,
-        // is claimed before the first new event is taken, so a channel's
-        // old deliveries go out before its new ones.
-        match dispatcher.send(ClaimPending { reclaim_own: true }).await {
+        // The leases this instance held before a restart, and its share of
+        // those nobody holds, are claimed before the first new event is
+        // taken, so a channel's old deliveries go out before its new ones.
+        match dispatcher.send(ClaimLeases).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => log::error!("could not claim pending deliveries: {e}"),
-            Err(e) => log::error!("could not claim pending deliveries: {e}"),
+            Ok(Err(e)) => log::error!("could not claim webhook leases: {e}"),
+            Err(e) => log::error!("could not claim webhook leases: {e}"),
         }
 
         let api = ApiState {

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use common::daemon::{self, Running};
 use common::{Answer, Received, Store, TestDb};
-use webhook_broker::db::schema::deliveries;
+use webhook_broker::db::schema::{deliveries, webhook_leases};
 
 /// The lease owner every run of a test's broker writes: a restart is the
 /// same instance coming back.
@@ -83,19 +83,26 @@ fn arrivals(log: &Log) -> Vec<Arrival> {
     log.lock().unwrap().clone()
 }
 
-/// The delivery's (status, attempts, lease_owner), read from the SQLite file.
+/// The delivery's (status, attempts) and its webhook's lease owner, read
+/// from the SQLite file.
 fn delivery_state(path: &str, id: &str) -> (String, i32, Option<String>) {
     let mut conn = diesel::SqliteConnection::establish(path).expect("open the SQLite file");
     conn.batch_execute("PRAGMA busy_timeout = 5000;").unwrap();
-    deliveries::table
+    let (state, attempts, webhook_id): (String, i32, String) = deliveries::table
         .find(id)
         .select((
             deliveries::status,
             deliveries::attempts,
-            deliveries::lease_owner,
+            deliveries::webhook_id,
         ))
         .first(&mut conn)
-        .unwrap_or_else(|e| panic!("delivery {id}: {e}"))
+        .unwrap_or_else(|e| panic!("delivery {id}: {e}"));
+    let owner = webhook_leases::table
+        .find(&webhook_id)
+        .select(webhook_leases::owner)
+        .first(&mut conn)
+        .unwrap_or_else(|e| panic!("lease of {webhook_id}: {e}"));
+    (state, attempts, owner)
 }
 
 fn sqlite_path(db: &TestDb) -> String {

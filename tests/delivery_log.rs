@@ -984,6 +984,7 @@ fn old_succeeded_rows(app: &TestApp, n: usize) {
                 event_time: 1_000,
                 payload: "{}".into(),
                 created_at: 1_000 + i as i64,
+                seq: 0,
             };
             diesel::insert_into(events::table)
                 .values(&event)
@@ -1000,8 +1001,7 @@ fn old_succeeded_rows(app: &TestApp, n: usize) {
                 last_error: None,
                 created_at: 1_000 + i as i64,
                 delivered_at: Some(1_001 + i as i64),
-                lease_owner: None,
-                lease_until: None,
+                seq: 0,
             };
             diesel::insert_into(deliveries::table)
                 .values(&delivery)

@@ -1,13 +1,14 @@
 //! The outbox queries on both stores, below the actors: what a batch of
 //! recorded attempts leaves in `deliveries`, `delivery_attempts` and
-//! `webhooks`.
+//! `webhooks`, how outcome writes are fenced by the webhook's lease, and how
+//! leases are claimed, renewed and given back.
 
 mod common;
 
 use diesel::prelude::*;
 use webhook_broker::db::deliveries::{record_attempts, AttemptOutcome, NewEvent};
 use webhook_broker::db::models::{status, AttemptRow, DeliveryRow, EventRow, WebhookRow};
-use webhook_broker::db::schema::{deliveries, delivery_attempts, webhooks};
+use webhook_broker::db::schema::{deliveries, delivery_attempts, webhook_leases, webhooks};
 use webhook_broker::db::{self, DbConn};
 
 use common::{Store, TestDb};
@@ -18,35 +19,38 @@ struct Outbox {
     _db: TestDb,
     pool: db::Pool,
     webhook_id: String,
+    /// The epoch of [`OWNER`]'s lease on the webhook.
+    epoch: i64,
 }
 
-/// A store with one app, one webhook and `n` pending deliveries leased to
-/// [`OWNER`], named `d0`, `d1`, ...
+/// An enabled webhook `id` of app `app_id`.
+fn webhook_row(id: &str, app_id: &str) -> WebhookRow {
+    WebhookRow {
+        id: id.into(),
+        app_id: app_id.into(),
+        uri: "https://example.com/hook".into(),
+        events: "channel_live".into(),
+        secret: "whsec_test".into(),
+        status: "enabled".into(),
+        disabled_reason: None,
+        disabled_at: None,
+        created_at: 1,
+        updated_at: 1,
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        headers: "{}".into(),
+    }
+}
+
+/// A store with one app, one webhook whose lease [`OWNER`] holds, and `n`
+/// pending deliveries, named `d0`, `d1`, ...
 fn outbox(store: Store, n: usize) -> Option<Outbox> {
     let test_db = TestDb::new(store)?;
     let pool = db::open(&test_db.url).expect("open store");
     let mut conn = pool.get().unwrap();
     let app = db::apps::create(&mut conn, "outbox".into()).unwrap();
     let webhook_id = db::new_id("wh");
-    db::webhooks::insert(
-        &mut conn,
-        &WebhookRow {
-            id: webhook_id.clone(),
-            app_id: app.row.id.clone(),
-            uri: "https://example.com/hook".into(),
-            events: "channel_live".into(),
-            secret: "whsec_test".into(),
-            status: "enabled".into(),
-            disabled_reason: None,
-            disabled_at: None,
-            created_at: 1,
-            updated_at: 1,
-            previous_secret: None,
-            previous_secret_expires_at: None,
-            headers: "{}".into(),
-        },
-    )
-    .unwrap();
+    db::webhooks::insert(&mut conn, &webhook_row(&webhook_id, &app.row.id)).unwrap();
     let event = EventRow {
         id: db::new_id("evt"),
         app_id: app.row.id.clone(),
@@ -55,6 +59,7 @@ fn outbox(store: Store, n: usize) -> Option<Outbox> {
         event_time: 1,
         payload: "{}".into(),
         created_at: 1,
+        seq: 0,
     };
     let rows = (0..n)
         .map(|i| DeliveryRow {
@@ -69,23 +74,25 @@ fn outbox(store: Store, n: usize) -> Option<Outbox> {
             last_error: None,
             created_at: 1,
             delivered_at: None,
-            lease_owner: Some(OWNER.into()),
-            lease_until: Some(10_000),
+            seq: 0,
         })
         .collect();
     db::deliveries::insert_events(
         &mut conn,
-        &[NewEvent {
+        &mut [NewEvent {
             event,
             deliveries: rows,
         }],
     )
     .unwrap();
+    let taken = db::leases::claim(&mut conn, OWNER, 60_000, 10, false).unwrap();
+    assert_eq!(taken.len(), 1);
     drop(conn);
     Some(Outbox {
         _db: test_db,
         pool,
         webhook_id,
+        epoch: taken[0].epoch,
     })
 }
 
@@ -102,16 +109,17 @@ fn attempt(delivery: &str, n: i32, code: Option<i32>, error: Option<&str>) -> At
 }
 
 fn outcome(
-    webhook_id: &str,
+    outbox: &Outbox,
     state: &'static str,
     next: i64,
     delivered: Option<i64>,
 ) -> AttemptOutcome {
     AttemptOutcome {
-        webhook_id: webhook_id.into(),
+        webhook_id: outbox.webhook_id.clone(),
         status: state,
         next_attempt_at: next,
         delivered_at: delivered,
+        epoch: Some(outbox.epoch),
     }
 }
 
@@ -143,23 +151,23 @@ fn a_mixed_batch_leaves_each_delivery_with_its_last_outcome(store: Store) {
         // d0: a retry, then a success in the same batch.
         (
             attempt("d0", 1, Some(500), Some("receiver answered HTTP 500")),
-            outcome(wh, status::PENDING, 5_000, None),
+            outcome(&outbox, status::PENDING, 5_000, None),
         ),
         (
             attempt("d1", 1, None, Some("connection refused")),
-            outcome(wh, status::FAILED, 150, None),
+            outcome(&outbox, status::FAILED, 150, None),
         ),
         (
             attempt("d2", 1, Some(503), Some("receiver answered HTTP 503")),
-            outcome(wh, status::PENDING, 7_000, None),
+            outcome(&outbox, status::PENDING, 7_000, None),
         ),
         (
             attempt("d0", 2, Some(204), None),
-            outcome(wh, status::SUCCEEDED, 250, Some(250)),
+            outcome(&outbox, status::SUCCEEDED, 250, Some(250)),
         ),
     ];
     let mut conn = outbox.pool.get().unwrap();
-    record_attempts(&mut conn, &batch).unwrap();
+    record_attempts(&mut conn, OWNER, &batch).unwrap();
 
     let d0 = delivery(&mut conn, "d0");
     assert_eq!(d0.status, status::SUCCEEDED);
@@ -169,28 +177,20 @@ fn a_mixed_batch_leaves_each_delivery_with_its_last_outcome(store: Store) {
         (Some(204), None)
     );
     assert_eq!(d0.delivered_at, Some(250));
-    assert_eq!((d0.lease_owner, d0.lease_until), (None, None));
 
     let d1 = delivery(&mut conn, "d1");
     assert_eq!(d1.status, status::FAILED);
     assert_eq!(d1.last_error.as_deref(), Some("connection refused"));
     assert_eq!(d1.last_status_code, None);
-    assert_eq!((d1.lease_owner, d1.lease_until), (None, None));
 
     let d2 = delivery(&mut conn, "d2");
     assert_eq!(d2.status, status::PENDING);
     assert_eq!((d2.attempts, d2.next_attempt_at), (1, 7_000));
     assert_eq!(d2.last_status_code, Some(503));
     assert_eq!(d2.delivered_at, None);
-    // Still this instance's work: the lease stays.
-    assert_eq!(
-        (d2.lease_owner.as_deref(), d2.lease_until),
-        (Some(OWNER), Some(10_000))
-    );
 
     let d3 = delivery(&mut conn, "d3");
     assert_eq!((d3.status.as_str(), d3.attempts), (status::PENDING, 0));
-    assert_eq!(d3.lease_owner.as_deref(), Some(OWNER));
 
     assert_eq!(attempts_and_last_success(&mut conn, wh), (4, Some(250)));
 }
@@ -216,15 +216,15 @@ fn batches_larger_than_one_statement_are_written_whole(store: Store) {
                     Some(if delivered.is_some() { 200 } else { 500 }),
                     None,
                 ),
-                outcome(wh, state, at, delivered),
+                outcome(&outbox, state, at, delivered),
             )
         })
         .collect();
     let mut conn = outbox.pool.get().unwrap();
-    record_attempts(&mut conn, &batch).unwrap();
+    record_attempts(&mut conn, OWNER, &batch).unwrap();
     // Writing the same attempts again (a second holder's report, say) is
     // harmless: the attempts are kept once, the deliveries are unchanged.
-    record_attempts(&mut conn, &batch).unwrap();
+    record_attempts(&mut conn, OWNER, &batch).unwrap();
 
     for i in [0usize, 1, 2, 99, 100, 101, 199, 200, 449] {
         let d = delivery(&mut conn, &format!("d{i}"));
@@ -232,11 +232,6 @@ fn batches_larger_than_one_statement_are_written_whole(store: Store) {
         assert_eq!(d.status, expected.status, "d{i}");
         assert_eq!(d.next_attempt_at, expected.next_attempt_at, "d{i}");
         assert_eq!(d.delivered_at, expected.delivered_at, "d{i}");
-        assert_eq!(
-            d.lease_owner.is_some(),
-            expected.status == status::PENDING,
-            "d{i}"
-        );
     }
     let succeeded: i64 = deliveries::table
         .filter(deliveries::status.eq(status::SUCCEEDED))
@@ -270,20 +265,22 @@ fn failing_outcomes_do_not_cost_the_events_their_commit(store: Store) {
         event_time: 2,
         payload: r#"{"event":"channel_stop"}"#.into(),
         created_at: 2,
+        seq: 0,
     };
     let mut row = delivery(&mut conn, "d0");
     row.id = "d-new".into();
     row.event_id = event.id.clone();
     let outcomes = vec![(
         attempt("d0", 1, Some(204), None),
-        outcome(wh, status::SUCCEEDED, 3, Some(3)),
+        outcome(&outbox, status::SUCCEEDED, 3, Some(3)),
     )];
     let result = db::deliveries::store_and_record(
         &mut conn,
-        &[NewEvent {
+        &mut [NewEvent {
             event,
             deliveries: vec![row],
         }],
+        OWNER,
         &outcomes,
     )
     .expect("the events commit");
@@ -294,7 +291,194 @@ fn failing_outcomes_do_not_cost_the_events_their_commit(store: Store) {
     assert_eq!((d0.status.as_str(), d0.attempts), (status::PENDING, 0));
 }
 
+/// Makes `webhook_id`'s lease lapse, as if its holder had stopped renewing
+/// it long ago.
+fn lapse(conn: &mut DbConn, webhook_id: &str) {
+    diesel::update(webhook_leases::table.find(webhook_id))
+        .set(webhook_leases::lease_until.eq(Some(1i64)))
+        .execute(conn)
+        .unwrap();
+}
+
+fn an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner(store: Store) {
+    let Some(outbox) = outbox(store, 2) else {
+        return;
+    };
+    let wh = outbox.webhook_id.as_str();
+    let mut conn = outbox.pool.get().unwrap();
+    // OWNER is paused past its lease; broker-b takes the webhook over.
+    lapse(&mut conn, wh);
+    let taken = db::leases::claim(&mut conn, "broker-b", 60_000, 10, false).unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        taken[0].epoch,
+        outbox.epoch + 1,
+        "a takeover raises the epoch"
+    );
+    let new_owner = AttemptOutcome {
+        webhook_id: wh.into(),
+        status: status::SUCCEEDED,
+        next_attempt_at: 300,
+        delivered_at: Some(300),
+        epoch: Some(taken[0].epoch),
+    };
+    let done = record_attempts(
+        &mut conn,
+        "broker-b",
+        &[(attempt("d0", 1, Some(200), None), new_owner)],
+    )
+    .unwrap();
+    assert_eq!((done.written, done.fenced), (1, 0));
+    // OWNER resumes and reports what it had in flight: a 500 for d0 and a
+    // success for d1. Neither may land.
+    let late = vec![
+        (
+            attempt("d0", 1, Some(500), Some("receiver answered HTTP 500")),
+            outcome(&outbox, status::PENDING, 900, None),
+        ),
+        (
+            attempt("d1", 1, Some(200), None),
+            outcome(&outbox, status::SUCCEEDED, 900, Some(900)),
+        ),
+    ];
+    let done = record_attempts(&mut conn, OWNER, &late).unwrap();
+    assert_eq!((done.written, done.fenced), (0, 2));
+    let d0 = delivery(&mut conn, "d0");
+    assert_eq!(
+        (d0.status.as_str(), d0.last_status_code, d0.delivered_at),
+        (status::SUCCEEDED, Some(200), Some(300))
+    );
+    let d1 = delivery(&mut conn, "d1");
+    assert_eq!((d1.status.as_str(), d1.attempts), (status::PENDING, 0));
+    let (attempts, _) = attempts_and_last_success(&mut conn, wh);
+    assert_eq!(attempts, 1, "only the new owner's attempt is logged");
+    // The test attempt to a disabled webhook has no epoch and is not fenced.
+    let unfenced = AttemptOutcome {
+        epoch: None,
+        ..outcome(&outbox, status::FAILED, 950, None)
+    };
+    let done = record_attempts(
+        &mut conn,
+        OWNER,
+        &[(attempt("d1", 1, Some(500), None), unfenced)],
+    )
+    .unwrap();
+    assert_eq!((done.written, done.fenced), (1, 0));
+}
+
+fn leases_are_shared_out_renewed_and_given_back_beyond_one_statement(store: Store) {
+    let Some(outbox) = outbox(store, 0) else {
+        return;
+    };
+    let mut conn = outbox.pool.get().unwrap();
+    // 1,200 more webhooks: more than one statement's worth of ids.
+    let app_id: String = webhooks::table
+        .find(&outbox.webhook_id)
+        .select(webhooks::app_id)
+        .first(&mut conn)
+        .unwrap();
+    conn.transaction(|conn| {
+        for i in 0..1200 {
+            db::webhooks::insert(conn, &webhook_row(&format!("wh_{i:05}"), &app_id))?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+    let census = db::leases::census(&mut conn, "broker-b", 60_000).unwrap();
+    assert_eq!(census.webhooks, 1201);
+    assert_eq!(census.free, 1200);
+    assert_eq!(
+        census.live, 1,
+        "broker-b only: OWNER never said it was alive"
+    );
+    // broker-b takes 700; what it already has is never taken twice.
+    let b = db::leases::claim(&mut conn, "broker-b", 60_000, 700, false).unwrap();
+    assert_eq!(b.len(), 700);
+    let c = db::leases::claim(&mut conn, "broker-c", 60_000, 5000, false).unwrap();
+    assert_eq!(c.len(), 500, "only the 500 left free");
+    assert!(db::leases::claim(&mut conn, "broker-d", 60_000, 10, false)
+        .unwrap()
+        .is_empty());
+    // Renewal keeps exactly what is held; a lease taken over is missing.
+    let ids: Vec<String> = b.iter().map(|l| l.webhook_id.clone()).collect();
+    lapse(&mut conn, &ids[0]);
+    let d = db::leases::claim(&mut conn, "broker-d", 60_000, 10, false).unwrap();
+    assert_eq!(d.len(), 1);
+    let still = db::leases::renew(&mut conn, "broker-b", &ids, 60_000).unwrap();
+    assert_eq!(still.len(), 699);
+    let held: std::collections::HashMap<String, i64> =
+        b.iter().map(|l| (l.webhook_id.clone(), l.epoch)).collect();
+    assert_eq!(
+        webhook_broker::lease::lost(&held, &still),
+        vec![ids[0].clone()]
+    );
+    // A restart of broker-c takes all its own back at start, beyond the limit.
+    let again = db::leases::claim(&mut conn, "broker-c", 60_000, 0, true).unwrap();
+    assert_eq!(again.len(), 500);
+    assert!(again.iter().zip(&c).all(|(a, _)| a.epoch >= 2));
+    // A clean stop frees every lease of broker-b for the others at once.
+    assert_eq!(db::leases::leave(&mut conn, "broker-b").unwrap(), 699);
+    let census = db::leases::census(&mut conn, "broker-d", 60_000).unwrap();
+    assert_eq!(census.free, 699);
+    // Giving back is fenced by epoch: a stale epoch frees nothing.
+    let stale = webhook_broker::lease::Lease {
+        webhook_id: d[0].webhook_id.clone(),
+        epoch: d[0].epoch - 1,
+    };
+    assert_eq!(
+        db::leases::release(&mut conn, "broker-d", &[stale]).unwrap(),
+        0
+    );
+    assert_eq!(db::leases::release(&mut conn, "broker-d", &d).unwrap(), 1);
+}
+
+fn sequence_numbers_follow_the_order_of_commits(store: Store) {
+    let Some(outbox) = outbox(store, 3) else {
+        return;
+    };
+    let mut conn = outbox.pool.get().unwrap();
+    let seqs: Vec<i64> = deliveries::table
+        .order(deliveries::id)
+        .select(deliveries::seq)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(
+        seqs,
+        vec![1, 1, 1],
+        "one event, numbered 1, and its deliveries"
+    );
+    let (upto, found) = db::leases::since(&mut conn, 0).unwrap();
+    assert_eq!((upto, found), (1, vec![outbox.webhook_id.clone()]));
+    let (upto, found) = db::leases::since(&mut conn, 1).unwrap();
+    assert_eq!((upto, found.len()), (1, 0));
+    // A requeued delivery goes to the back: a number after everything.
+    diesel::update(deliveries::table.find("d1"))
+        .set(deliveries::status.eq(status::FAILED))
+        .execute(&mut conn)
+        .unwrap();
+    let n = db::deliveries::requeue(
+        &mut conn,
+        &outbox.webhook_id,
+        &["d1".into(), "d2".into()],
+        5,
+    )
+    .unwrap();
+    assert_eq!(n, 1, "only what is not pending");
+    assert_eq!(delivery(&mut conn, "d1").seq, 2);
+    let (upto, found) = db::leases::since(&mut conn, 1).unwrap();
+    assert_eq!((upto, found), (2, vec![outbox.webhook_id.clone()]));
+    let page = db::deliveries::read_page(&mut conn, &outbox.webhook_id, None, 10).unwrap();
+    let order: Vec<&str> = page.iter().map(|(d, _)| d.id.as_str()).collect();
+    assert_eq!(order, vec!["d0", "d2", "d1"]);
+    let after = (1, "d2".to_owned());
+    let page = db::deliveries::read_page(&mut conn, &outbox.webhook_id, Some(&after), 10).unwrap();
+    assert_eq!(page.len(), 1);
+}
+
 on_both_stores_sync!(
+    an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner,
+    leases_are_shared_out_renewed_and_given_back_beyond_one_statement,
+    sequence_numbers_follow_the_order_of_commits,
     a_mixed_batch_leaves_each_delivery_with_its_last_outcome,
     batches_larger_than_one_statement_are_written_whole,
     failing_outcomes_do_not_cost_the_events_their_commit,

@@ -26,6 +26,7 @@ use crate::backlog::{Admit, AfterPage, Cursor, Window};
 use crate::db::deliveries::{AttemptOutcome, PendingDelivery};
 use crate::db::models::{status, AttemptRow, DeliveryRow};
 use crate::db::{self, now_ms, Pool};
+use crate::lease::Validity;
 use crate::metrics::{metrics, OutcomeLabel};
 use crate::policy::{self, Verdict};
 use crate::signature;
@@ -50,17 +51,15 @@ pub struct DeliveryPolicy {
     pub allow_private_targets: bool,
 }
 
-/// Where pending work lives beyond what the actors hold: the database, this
-/// instance's lease on what it reads from there, and the memory budget that
-/// every delivery actor of the process shares.
+/// Where pending work lives beyond what the actors hold: the database, how
+/// long this instance may go on sending under its leases, and the memory
+/// budget that every delivery actor of the process shares.
 #[derive(Debug)]
 pub struct Outbox {
     /// The database.
     pub pool: Pool,
-    /// The `lease_owner` this instance writes.
-    pub owner: String,
-    /// How long a lease lasts unrenewed, ms.
-    pub lease_ms: i64,
+    /// Until when this instance's leases let it send ([`Validity`]).
+    pub validity: Arc<Validity>,
     /// BROKER_MAX_IN_MEMORY: the most deliveries held in memory at once.
     pub max_in_memory: usize,
     /// How many are held now, by every actor together.
@@ -90,6 +89,10 @@ const LOW_WATER: usize = PAGE / 2;
 /// How long to wait before reading again after a failed read, or while the
 /// memory budget is used up.
 const PAGE_RETRY: Duration = Duration::from_millis(500);
+/// How long an attempt waits while this instance's leases are not known to
+/// be current (a renewal is late: the database is slow or unreachable, or
+/// the process was paused).
+const LEASE_WAIT: Duration = Duration::from_millis(100);
 
 /// One delivery due to the actor's webhook.
 #[derive(Debug, Clone)]
@@ -98,8 +101,8 @@ pub struct DeliveryJob {
     pub delivery_id: String,
     /// The channel whose order this delivery keeps, if any.
     pub channel_id: Option<String>,
-    /// When the event was accepted: the order within a channel.
-    pub created_at: i64,
+    /// Its sequence number: the order within a channel.
+    pub seq: i64,
     /// The exact body to POST.
     pub body: Bytes,
     /// Attempts already made.
@@ -110,7 +113,7 @@ pub struct DeliveryJob {
 
 impl DeliveryJob {
     fn order_key(&self) -> Cursor {
-        (self.created_at, self.delivery_id.clone())
+        (self.seq, self.delivery_id.clone())
     }
 
     /// The job of a pending delivery read from the database.
@@ -118,7 +121,7 @@ impl DeliveryJob {
         DeliveryJob {
             delivery_id: row.id,
             channel_id: row.channel_id,
-            created_at: row.created_at,
+            seq: row.seq,
             body,
             attempts_made: row.attempts.max(0) as u32,
             due_at: row.next_attempt_at,
@@ -136,6 +139,9 @@ struct ChannelQueue {
 /// The delivery actor of one webhook.
 pub struct WebhookDelivery {
     target: Arc<DeliveryTarget>,
+    /// The epoch of the lease this actor sends under (`None`: a test to a
+    /// disabled webhook, which nobody holds).
+    epoch: Option<i64>,
     policy: Arc<DeliveryPolicy>,
     client: awc::Client,
     recorder: Addr<Recorder>,
@@ -158,6 +164,7 @@ impl WebhookDelivery {
     /// Must be called on the arbiter the actor will run on.
     pub fn new(
         target: Arc<DeliveryTarget>,
+        epoch: Option<i64>,
         policy: Arc<DeliveryPolicy>,
         recorder: Addr<Recorder>,
         registry: Addr<Registry>,
@@ -168,6 +175,7 @@ impl WebhookDelivery {
         let client = crate::ssrf::delivery_client(policy.allow_private_targets);
         WebhookDelivery {
             target,
+            epoch,
             policy,
             client,
             recorder,
@@ -216,17 +224,8 @@ impl WebhookDelivery {
         let webhook_id = self.target.webhook_id.clone();
         let read = actix_web::web::block(move || {
             let mut conn = outbox.pool.get().map_err(|e| e.to_string())?;
-            let _turn = outbox.pool.write_turn();
-            db::deliveries::claim_page(
-                &mut conn,
-                &webhook_id,
-                &outbox.owner,
-                now_ms(),
-                outbox.lease_ms,
-                after.as_ref(),
-                limit as i64,
-            )
-            .map_err(|e| e.to_string())
+            db::deliveries::read_page(&mut conn, &webhook_id, after.as_ref(), limit as i64)
+                .map_err(|e| e.to_string())
         });
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
             act.outbox.in_memory.fetch_sub(limit, Ordering::Relaxed);
@@ -248,7 +247,7 @@ impl WebhookDelivery {
                 }
             };
             let full = page.len() >= limit;
-            let last = page.last().map(|(d, _)| (d.created_at, d.id.clone()));
+            let last = page.last().map(|(d, _)| (d.seq, d.id.clone()));
             for (row, body) in page {
                 act.accept(DeliveryJob::of_row(row, Bytes::from(body)), ctx);
             }
@@ -343,6 +342,13 @@ impl WebhookDelivery {
     fn attempt(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
         if self.draining {
             // Left pending in the database for the next run.
+            return;
+        }
+        if self.epoch.is_some() && !self.outbox.validity.valid() {
+            // Another instance may own the webhook by now: send nothing
+            // until a renewal says the lease is still this one's (or the
+            // dispatcher stops this actor because it is not).
+            ctx.run_later(LEASE_WAIT, move |act, ctx| act.attempt(job, ctx));
             return;
         }
         self.in_flight += 1;
@@ -446,18 +452,21 @@ impl WebhookDelivery {
                 status: status::SUCCEEDED,
                 next_attempt_at: now,
                 delivered_at: Some(now),
+                epoch: self.epoch,
             },
             Verdict::Retry(delay) => AttemptOutcome {
                 webhook_id: self.target.webhook_id.clone(),
                 status: status::PENDING,
                 next_attempt_at: now + delay.as_millis() as i64,
                 delivered_at: None,
+                epoch: self.epoch,
             },
             Verdict::Failed => AttemptOutcome {
                 webhook_id: self.target.webhook_id.clone(),
                 status: status::FAILED,
                 next_attempt_at: now,
                 delivered_at: None,
+                epoch: self.epoch,
             },
             // Kept pending, due at once, for when the webhook is enabled again.
             Verdict::Gone => AttemptOutcome {
@@ -465,6 +474,7 @@ impl WebhookDelivery {
                 status: status::PENDING,
                 next_attempt_at: now,
                 delivered_at: None,
+                epoch: self.epoch,
             },
         };
         let label = match verdict {
@@ -603,21 +613,49 @@ impl Handler<ReadBacklog> for WebhookDelivery {
     }
 }
 
-/// Points the actor at a changed webhook, or stops it (`None`) when the
-/// webhook is gone or disabled; its timers stop with it and what it held
-/// stays pending in the database.
+/// Deliveries of this webhook past what the actor holds were committed by
+/// another instance, or requeued: read on from the cursor, in pages. Sent
+/// before any delivery handed over after them, so none of those jumps
+/// ahead of them.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct Retarget(pub Option<Arc<DeliveryTarget>>);
+pub struct MoreInDatabase;
+
+impl Handler<MoreInDatabase> for WebhookDelivery {
+    type Result = ();
+
+    fn handle(&mut self, _: MoreInDatabase, ctx: &mut Self::Context) {
+        self.window.more_in_database();
+        self.read_page_if_due(ctx);
+    }
+}
+
+/// Points the actor at a changed webhook (new URL, keys or headers): the
+/// next attempt uses them.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Retarget(pub Arc<DeliveryTarget>);
 
 impl Handler<Retarget> for WebhookDelivery {
     type Result = ();
 
-    fn handle(&mut self, msg: Retarget, ctx: &mut Self::Context) {
-        match msg.0 {
-            Some(target) => self.target = target,
-            None => ctx.stop(),
-        }
+    fn handle(&mut self, msg: Retarget, _: &mut Self::Context) {
+        self.target = msg.0;
+    }
+}
+
+/// Stops the actor: its webhook was disabled or deleted, its lease was lost
+/// or given back, or the broker is stopping. Its timers stop with it and
+/// what it held stays pending in the database.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for WebhookDelivery {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

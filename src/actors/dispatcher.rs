@@ -1,22 +1,29 @@
 //! The dispatcher owns the hand-off from an accepted channel event to the
-//! per-webhook delivery actors, and this instance's share of the outbox.
+//! per-webhook delivery actors, and this instance's webhook leases.
 //!
 //! Ingest is group-committed: [`ChannelEvent`]s that arrive while a batch is
 //! being written wait in the next batch, so one transaction (one fsync)
 //! carries every event that arrived together. For a batch the dispatcher
 //! asks the registry which webhooks match, has the recorder commit the
-//! events and one delivery per webhook (leased to this instance), and only
-//! then hands the deliveries to their webhooks' actors, in acceptance order,
-//! and answers the senders: an acknowledged event is durable.
+//! events and one delivery per webhook (numbered by the database's event
+//! sequence), and only then hands the deliveries of the webhooks whose
+//! lease it holds to their actors, in sequence order, and answers the
+//! senders: an acknowledged event is durable. Deliveries of webhooks held
+//! by another instance stay in the database for their owner.
 //!
-//! It also owns the running delivery actors (started on demand, spread over
-//! the delivery arbiters), forwards webhook changes to them, renews this
-//! instance's leases, claims pending deliveries nobody holds (at start: its
-//! own from a previous run), and drains everything at a clean stop.
+//! Leases ([`crate::lease`] has the rules): it claims its fair share at
+//! start and then every [`claim_every`], renews what it holds every lease/3,
+//! stops the actor of a lease it lost, gives leases back when more
+//! instances share the work, and all of them at a clean stop. It also keeps
+//! `covered`, the sequence number up to which it knows every delivery: a
+//! stretch numbered by other instances (seen as a gap before its own batch,
+//! or by polling the sequence every [`POLL_EVERY`] when idle) is searched
+//! for webhooks it holds, whose actors then read on from the database
+//! before anything handed over after.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::web::Bytes;
@@ -24,8 +31,8 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::delivery::{
-    Deliver, DeliverOnce, DeliveryJob, DeliveryPolicy, Drain, Outbox, ReadBacklog, Retarget,
-    WebhookDelivery,
+    Deliver, DeliverOnce, DeliveryJob, DeliveryPolicy, Drain, MoreInDatabase, Outbox, ReadBacklog,
+    Retarget, Stop, WebhookDelivery,
 };
 use super::recorder::{Flush, Persist, Recorder};
 use super::registry::{DeliveryTarget, MatchBatch, Registry, Targets, WebhookChanged};
@@ -34,19 +41,39 @@ use crate::db::models::{status, DeliveryRow, EventRow};
 use crate::db::{self, now_ms, Pool};
 use crate::domain::EventKind;
 use crate::error::BrokerError;
+use crate::lease::{self, Lease, Plan, Validity};
 
 /// The most events one ingest transaction carries.
 const MAX_BATCH: usize = 1000;
 /// How long an in-process idempotency key is kept unless configured.
 const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(86_400);
 
-/// Who this instance is and how long its claims last.
+/// How often the sequence is polled for deliveries other instances
+/// committed, while no batch of this instance's own is being written.
+pub const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// Who this instance is and how long its leases last.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
-    /// The `lease_owner` this instance writes.
+    /// The owner this instance writes in `webhook_leases`.
     pub owner: String,
     /// How long a lease lasts unrenewed.
     pub lease: Duration,
+}
+
+/// How often a claim round runs: often enough that a lapsed lease is taken
+/// over well within a lease period, and a new webhook gets an owner
+/// quickly; at most every second, since a round costs a few small queries.
+pub fn claim_every(lease: Duration) -> Duration {
+    (lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Which of this instance's webhooks another instance's deliveries reached.
+enum Stretch {
+    /// These webhooks (maybe none).
+    Found(Vec<String>),
+    /// The search failed: any of them may have.
+    Unknown,
 }
 
 type Reply = oneshot::Sender<Result<EventAccepted, BrokerError>>;
@@ -62,6 +89,16 @@ pub struct Dispatcher {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     actors: HashMap<String, Addr<WebhookDelivery>>,
+    /// The leases this instance holds: webhook id -> epoch.
+    held: HashMap<String, i64>,
+    /// Held leases being given back: their actors drain first.
+    giving_back: HashSet<String>,
+    validity: Arc<Validity>,
+    /// Every delivery numbered up to this is known to this instance.
+    covered: i64,
+    claiming: bool,
+    renewing: bool,
+    started: bool,
     batch: Vec<(ChannelEvent, Reply)>,
     writing: bool,
     draining: bool,
@@ -80,10 +117,10 @@ impl Dispatcher {
         arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         assert!(!arbiters.is_empty(), "at least one delivery arbiter");
+        let validity = Arc::new(Validity::new(leases.lease));
         let outbox = Arc::new(Outbox {
             pool: pool.clone(),
-            owner: leases.owner.clone(),
-            lease_ms: leases.lease.as_millis() as i64,
+            validity: validity.clone(),
             max_in_memory,
             in_memory: Default::default(),
             actors: Default::default(),
@@ -98,6 +135,13 @@ impl Dispatcher {
             arbiters,
             next_arbiter: 0,
             actors: HashMap::new(),
+            held: HashMap::new(),
+            giving_back: HashSet::new(),
+            validity,
+            covered: 0,
+            claiming: false,
+            renewing: false,
+            started: false,
             batch: Vec::new(),
             writing: false,
             draining: false,
@@ -116,21 +160,32 @@ impl Dispatcher {
         self.leases.lease.as_millis() as i64
     }
 
-    /// The running actor of a webhook, started on demand.
-    fn actor_for(&mut self, target: &Arc<DeliveryTarget>) -> Addr<WebhookDelivery> {
-        if let Some(addr) = self.actors.get(&target.webhook_id) {
+    /// The running actor of a webhook whose lease this instance holds,
+    /// started on demand; `None` for a webhook another instance sends (or
+    /// whose lease is being given back).
+    fn actor_for(&mut self, target: &Arc<DeliveryTarget>) -> Option<Addr<WebhookDelivery>> {
+        let id = &target.webhook_id;
+        if self.giving_back.contains(id) {
+            return None;
+        }
+        let epoch = *self.held.get(id)?;
+        if let Some(addr) = self.actors.get(id) {
             if addr.connected() {
-                return addr.clone();
+                return Some(addr.clone());
             }
         }
-        let id = target.webhook_id.clone();
-        let addr = self.start_actor(target);
-        self.actors.insert(id, addr.clone());
-        addr
+        let addr = self.start_actor(target, Some(epoch));
+        self.actors.insert(id.clone(), addr.clone());
+        Some(addr)
     }
 
-    /// Starts a delivery actor for `target` on the next delivery arbiter.
-    fn start_actor(&mut self, target: &Arc<DeliveryTarget>) -> Addr<WebhookDelivery> {
+    /// Starts a delivery actor for `target` on the next delivery arbiter,
+    /// sending under `epoch`.
+    fn start_actor(
+        &mut self,
+        target: &Arc<DeliveryTarget>,
+        epoch: Option<i64>,
+    ) -> Addr<WebhookDelivery> {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let (target, policy) = (target.clone(), self.policy.clone());
@@ -140,21 +195,58 @@ impl Dispatcher {
             .actors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         WebhookDelivery::start_in_arbiter(arbiter, move |_| {
-            WebhookDelivery::new(target, policy, recorder, registry, outbox)
+            WebhookDelivery::new(target, epoch, policy, recorder, registry, outbox)
         })
     }
 
-    /// Has the actors of these webhooks read their backlogs from the
-    /// database, page by page; answers how many were told.
-    fn read_backlogs(&mut self, targets: &HashMap<String, Arc<DeliveryTarget>>) -> usize {
-        for target in targets.values() {
-            self.actor_for(target).do_send(ReadBacklog);
+    /// Stops the actor of a webhook, if it has one.
+    fn stop_actor(&mut self, webhook_id: &str) {
+        if let Some(addr) = self.actors.remove(webhook_id) {
+            addr.do_send(Stop);
         }
-        targets.len()
     }
 
-    /// Writes the waiting events as one transaction, unless a write is
-    /// already under way (then they go in the next one).
+    /// Has the actors of these webhooks read their backlogs from the
+    /// database, page by page, from the start; answers how many were told.
+    fn read_backlogs(&mut self, targets: &HashMap<String, Arc<DeliveryTarget>>) -> usize {
+        let mut told = 0;
+        for target in targets.values() {
+            if let Some(addr) = self.actor_for(target) {
+                addr.do_send(ReadBacklog);
+                told += 1;
+            }
+        }
+        told
+    }
+
+    /// Tells the actors of webhooks that got deliveries from elsewhere to
+    /// read on from the database.
+    fn more_in_database(&mut self, stretch: Stretch) {
+        match stretch {
+            Stretch::Found(ids) => {
+                for id in ids {
+                    if let Some(addr) = self.actors.get(&id) {
+                        addr.do_send(MoreInDatabase);
+                    }
+                }
+            }
+            Stretch::Unknown => {
+                for addr in self.actors.values() {
+                    addr.do_send(MoreInDatabase);
+                }
+            }
+        }
+    }
+
+    fn publish_held(&self) {
+        crate::metrics::metrics()
+            .webhook_leases_held
+            .set(self.held.len() as i64);
+    }
+
+    /// Writes the waiting events as one transaction, unless a write (or a
+    /// poll of the sequence) is already under way (then they go in the
+    /// next one).
     fn write_batch(&mut self, ctx: &mut Context<Self>) {
         if self.writing || self.batch.is_empty() {
             return;
@@ -164,7 +256,8 @@ impl Dispatcher {
         let batch: Vec<(ChannelEvent, Reply)> = self.batch.drain(..n).collect();
         let registry = self.registry.clone();
         let recorder = self.recorder.clone();
-        let (owner, lease_ms) = (self.leases.owner.clone(), self.lease_ms());
+        let pool = self.pool.clone();
+        let covered = self.covered;
         let work = async move {
             let keys = batch
                 .iter()
@@ -174,10 +267,11 @@ impl Dispatcher {
                 Ok(m) => m,
                 Err(e) => {
                     let e = BrokerError::from(e);
-                    return batch
+                    let answers = batch
                         .into_iter()
                         .map(|(_, reply)| (reply, Err(e.for_each_of_batch())))
                         .collect::<Vec<(Reply, Result<Handoff, BrokerError>)>>();
+                    return (answers, None);
                 }
             };
             let now = now_ms();
@@ -187,15 +281,27 @@ impl Dispatcher {
             for ((event, reply), targets) in batch.into_iter().zip(matches) {
                 match targets {
                     Ok(targets) => {
-                        news.push(build(event, &targets, now, &owner, lease_ms));
+                        news.push(build(event, &targets, now));
                         waiting.push((targets, reply));
                     }
                     Err(e) => answers.push((reply, Err(e))),
                 }
             }
             let written = recorder.send(Persist(news)).await;
+            let mut seen = None;
             match written.map_err(BrokerError::from).and_then(|stored| stored) {
                 Ok(news) => {
+                    let first = news.first().map(|n| n.event.seq);
+                    let last = news.last().map(|n| n.event.seq);
+                    // Numbers between what this instance knew and its own
+                    // batch went to other instances' events (or requeues).
+                    let stretch = match first {
+                        Some(first) if first > covered + 1 => {
+                            stretch_between(&pool, covered, first - 1).await
+                        }
+                        _ => Stretch::Found(Vec::new()),
+                    };
+                    seen = last.map(|last| (last, stretch));
                     for (new, (targets, reply)) in news.into_iter().zip(waiting) {
                         answers.push((reply, Ok((new, targets))));
                     }
@@ -206,9 +312,15 @@ impl Dispatcher {
                     }
                 }
             }
-            answers
+            (answers, seen)
         };
-        ctx.spawn(work.into_actor(self).map(|answers, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(|(answers, seen), act, ctx| {
+            if let Some((last, stretch)) = seen {
+                // Before the batch's own deliveries, so none jumps ahead of
+                // an earlier one committed elsewhere.
+                act.more_in_database(stretch);
+                act.covered = act.covered.max(last);
+            }
             // Deliveries go to the actors in the order their events were
             // accepted, which is what keeps each channel in order.
             for (reply, result) in answers {
@@ -227,8 +339,9 @@ impl Dispatcher {
                         deliveries: new.deliveries.len(),
                     };
                     for (row, target) in new.deliveries.into_iter().zip(targets) {
-                        act.actor_for(&target)
-                            .do_send(Deliver(DeliveryJob::of_row(row, body.clone())));
+                        if let Some(addr) = act.actor_for(&target) {
+                            addr.do_send(Deliver(DeliveryJob::of_row(row, body.clone())));
+                        }
                     }
                     accepted
                 });
@@ -239,68 +352,235 @@ impl Dispatcher {
         }));
     }
 
-    /// Finds the webhooks with pending deliveries nobody holds (with
-    /// `reclaim_own`, at start, also those this instance held before a
-    /// restart) and has their actors read them in pages. Nothing is loaded
-    /// here: memory stays bounded whatever the backlog.
-    fn claim(&mut self, reclaim_own: bool) -> ResponseActFuture<Self, Result<usize, BrokerError>> {
+    /// Looks at the sequence for deliveries other instances committed since
+    /// `covered`, when no batch is being written (a batch does the same for
+    /// the stretch before its own numbers).
+    fn poll_sequence(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.draining {
+            return;
+        }
+        self.writing = true;
+        let pool = self.pool.clone();
+        let covered = self.covered;
+        let poll = actix_web::web::block(move || {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            db::leases::since(&mut conn, covered).map_err(|e| e.to_string())
+        });
+        ctx.spawn(poll.into_actor(self).map(|res, act, ctx| {
+            act.writing = false;
+            if let Ok(Ok((upto, ids))) = res {
+                if upto > act.covered {
+                    act.more_in_database(Stretch::Found(ids));
+                    act.covered = upto;
+                }
+            }
+            act.write_batch(ctx);
+        }));
+    }
+
+    /// One claim round: says this instance is alive, counts the instances
+    /// and leases, and claims its fair share (at start, first its own
+    /// leases of a previous run) or gives back what is over it. Nothing of
+    /// the backlog is loaded here: the actors of claimed webhooks read it
+    /// in pages, so memory stays bounded whatever the backlog.
+    fn claim(&mut self) -> ResponseActFuture<Self, Result<usize, BrokerError>> {
+        if self.claiming || self.draining {
+            return Box::pin(actix::fut::ready(Ok(0)));
+        }
+        self.claiming = true;
+        let starting = !self.started;
         let pool = self.pool.clone();
         let registry = self.registry.clone();
-        let owner = self.leases.owner.clone();
+        let me = self.leases.owner.clone();
+        let lease_ms = self.lease_ms();
+        let holding = self.held.len() - self.giving_back.len();
+        let first_lease = self.held.is_empty();
         let work = async move {
-            let ids = actix_web::web::block(move || {
+            let started = Instant::now();
+            let (claimed, plan, seq) = actix_web::web::block(move || {
                 let mut conn = pool.get()?;
-                Ok::<_, BrokerError>(db::deliveries::webhooks_with_claimable(
-                    &mut conn,
-                    &owner,
-                    now_ms(),
-                    reclaim_own,
-                )?)
+                let _turn = pool.write_turn();
+                let seq = if starting {
+                    Some(db::leases::current_sequence(&mut conn)?)
+                } else {
+                    None
+                };
+                let census = db::leases::census(&mut conn, &me, lease_ms)?;
+                let plan = lease::plan(holding, census.webhooks, census.live, census.free);
+                let claimed = match plan {
+                    Plan::Claim(n) if n > 0 || starting => {
+                        db::leases::claim(&mut conn, &me, lease_ms, n, starting)?
+                    }
+                    _ => Vec::new(),
+                };
+                Ok::<_, BrokerError>((claimed, plan, seq))
             })
             .await??;
-            if ids.is_empty() {
-                return Ok(HashMap::new());
-            }
-            Ok::<_, BrokerError>(registry.send(Targets { webhook_ids: ids }).await?)
+            let ids: Vec<String> = claimed.iter().map(|l| l.webhook_id.clone()).collect();
+            let targets = if ids.is_empty() {
+                HashMap::new()
+            } else {
+                registry.send(Targets { webhook_ids: ids }).await?
+            };
+            Ok::<_, BrokerError>((claimed, plan, seq, targets, started))
         };
-        Box::pin(work.into_actor(self).map(|res, act, _| {
-            let targets = res?;
-            let n = act.read_backlogs(&targets);
+        Box::pin(work.into_actor(self).map(move |res, act, ctx| {
+            act.claiming = false;
+            let (claimed, plan, seq, targets, started) = res?;
+            if let Some(seq) = seq {
+                act.covered = act.covered.max(seq);
+            }
+            act.started = true;
+            if first_lease && !claimed.is_empty() {
+                // Everything held now was taken at or after `started`.
+                act.validity.renewed(started);
+            }
+            let n = claimed.len();
+            for Lease { webhook_id, epoch } in claimed {
+                // Taken again after losing it unnoticed: the old actor's
+                // epoch is stale.
+                if act.held.insert(webhook_id.clone(), epoch) != Some(epoch) {
+                    act.stop_actor(&webhook_id);
+                }
+            }
+            act.publish_held();
+            let told = act.read_backlogs(&targets);
             if n > 0 {
-                log::info!("reading the pending deliveries of {n} webhooks");
+                log::info!("took the leases of {n} webhooks; {told} read their pending deliveries");
+            }
+            if let Plan::Shed(k) = plan {
+                act.give_back_some(k, ctx);
             }
             Ok(n)
         }))
     }
 
-    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+    /// Gives back `k` leases (more instances share the work now): their
+    /// actors stop starting attempts, the attempts in flight finish and
+    /// their outcomes land, then each lease is freed, fenced by its epoch.
+    fn give_back_some(&mut self, k: usize, ctx: &mut Context<Self>) {
+        let mut ids: Vec<String> = self
+            .held
+            .keys()
+            .filter(|id| !self.giving_back.contains(*id))
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.truncate(k);
+        if ids.is_empty() {
+            return;
+        }
+        let leases: Vec<Lease> = ids
+            .iter()
+            .map(|id| Lease {
+                webhook_id: id.clone(),
+                epoch: self.held[id],
+            })
+            .collect();
+        let mut drains = Vec::new();
+        for id in &ids {
+            self.giving_back.insert(id.clone());
+            if let Some(addr) = self.actors.remove(id) {
+                drains.push((addr.clone(), addr.send(Drain)));
+            }
+        }
+        let recorder = self.recorder.clone();
         let pool = self.pool.clone();
-        let owner = self.leases.owner.clone();
-        let until = now_ms() + self.lease_ms();
+        let me = self.leases.owner.clone();
+        let work = async move {
+            let (addrs, waits): (Vec<_>, Vec<_>) = drains.into_iter().unzip();
+            let all = futures_util::future::join_all(waits);
+            let _ = actix_web::rt::time::timeout(Duration::from_secs(10), all).await;
+            let _ =
+                actix_web::rt::time::timeout(Duration::from_secs(10), recorder.send(Flush)).await;
+            for addr in addrs {
+                addr.do_send(Stop);
+            }
+            actix_web::web::block(move || {
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                let _turn = pool.write_turn();
+                db::leases::release(&mut conn, &me, &leases).map_err(|e| e.to_string())
+            })
+            .await
+        };
+        ctx.spawn(work.into_actor(self).map(move |res, act, _| {
+            for id in &ids {
+                act.giving_back.remove(id);
+                act.held.remove(id);
+            }
+            act.publish_held();
+            match res {
+                Ok(Ok(n)) => log::info!("gave back {n} webhook leases to share the work"),
+                Ok(Err(e)) => log::warn!("could not give back leases ({e}); they lapse"),
+                Err(_) => {}
+            }
+        }));
+    }
+
+    /// Extends the leases this instance holds; stops the actors of those
+    /// it turns out to have lost.
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        if self.renewing {
+            return;
+        }
+        self.renewing = true;
+        let pool = self.pool.clone();
+        let me = self.leases.owner.clone();
+        let lease_ms = self.lease_ms();
+        let asked = self.held.clone();
+        let ids: Vec<String> = asked.keys().cloned().collect();
+        let started = Instant::now();
         let renew = actix_web::web::block(move || {
             let mut conn = pool.get().map_err(|e| e.to_string())?;
             let _turn = pool.write_turn();
-            db::deliveries::renew_leases(&mut conn, &owner, until).map_err(|e| e.to_string())
+            db::leases::renew(&mut conn, &me, &ids, lease_ms).map_err(|e| e.to_string())
         });
-        ctx.spawn(renew.into_actor(self).map(|res, _, _| match res {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => log::warn!("could not renew delivery leases: {e}"),
-            Err(_) => {}
+        ctx.spawn(renew.into_actor(self).map(move |res, act, _| {
+            act.renewing = false;
+            match res {
+                Ok(Ok(still)) => {
+                    act.validity.renewed(started);
+                    for id in lease::lost(&asked, &still) {
+                        // Unless it was taken again meanwhile.
+                        if act.held.get(&id) == asked.get(&id) {
+                            log::warn!("lost the lease of webhook {id} to another instance");
+                            crate::metrics::metrics().webhook_leases_lost.inc();
+                            act.held.remove(&id);
+                            act.giving_back.remove(&id);
+                            act.stop_actor(&id);
+                        }
+                    }
+                    act.publish_held();
+                }
+                Ok(Err(e)) => {
+                    crate::metrics::metrics().database_errors.inc();
+                    log::warn!("could not renew webhook leases: {e}");
+                }
+                Err(_) => {}
+            }
         }));
+    }
+}
+
+/// The webhooks with pending deliveries numbered in `(after, upto]`.
+async fn stretch_between(pool: &Pool, after: i64, upto: i64) -> Stretch {
+    let pool = pool.clone();
+    let found = actix_web::web::block(move || {
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        db::leases::webhooks_in_stretch(&mut conn, after, upto).map_err(|e| e.to_string())
+    })
+    .await;
+    match found {
+        Ok(Ok(ids)) => Stretch::Found(ids),
+        _ => Stretch::Unknown,
     }
 }
 
 type Handoff = (NewEvent, Vec<Arc<DeliveryTarget>>);
 
 /// The rows for one event: the event with its exact body and a delivery per
-/// target, leased to this instance, due now.
-fn build(
-    msg: ChannelEvent,
-    targets: &[Arc<DeliveryTarget>],
-    now: i64,
-    owner: &str,
-    lease_ms: i64,
-) -> NewEvent {
+/// target, due now. Their sequence number comes with the commit.
+fn build(msg: ChannelEvent, targets: &[Arc<DeliveryTarget>], now: i64) -> NewEvent {
     let event_time = msg.event_time.unwrap_or(now);
     let channel_id = channel_id(&msg.channel);
     let event = EventRow {
@@ -311,6 +591,7 @@ fn build(
         event_time,
         payload: delivery_body(msg.event, event_time, &msg.channel),
         created_at: now,
+        seq: 0,
     };
     let deliveries = targets
         .iter()
@@ -326,8 +607,7 @@ fn build(
             last_error: None,
             created_at: now,
             delivered_at: None,
-            lease_owner: Some(owner.to_owned()),
-            lease_until: Some(now + lease_ms),
+            seq: 0,
         })
         .collect();
     NewEvent { event, deliveries }
@@ -337,22 +617,29 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let every = self.leases.lease / 3;
-        ctx.run_interval(every, |act, ctx| {
+        ctx.run_interval(self.leases.lease / 3, |act, ctx| {
             if !act.draining {
                 act.renew_leases(ctx);
             }
         });
-        ctx.run_interval(self.leases.lease, |act, ctx| {
-            if !act.draining {
-                let claim = act.claim(false).map(|res, _, _| {
-                    if let Err(e) = res {
-                        log::warn!("could not claim pending deliveries: {e}");
-                    }
-                });
-                ctx.spawn(claim);
+        ctx.run_interval(claim_every(self.leases.lease), |act, ctx| {
+            // The first round is the start-up claim ([`ClaimLeases`]).
+            if act.started {
+                act.claim_in_background(ctx);
             }
         });
+        ctx.run_interval(POLL_EVERY, |act, ctx| act.poll_sequence(ctx));
+    }
+}
+
+impl Dispatcher {
+    fn claim_in_background(&mut self, ctx: &mut Context<Self>) {
+        let claim = self.claim().map(|res, _, _| {
+            if let Err(e) = res {
+                log::warn!("could not claim webhook leases: {e}");
+            }
+        });
+        ctx.spawn(claim);
     }
 }
 
@@ -549,44 +836,56 @@ impl Handler<ChannelEvent> for Dispatcher {
 impl Handler<WebhookChanged> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, msg: WebhookChanged, _: &mut Self::Context) {
+    fn handle(&mut self, msg: WebhookChanged, ctx: &mut Self::Context) {
         match msg.target {
-            Some(target) => match self.actors.get(&msg.webhook_id) {
-                Some(addr) if addr.connected() => addr.do_send(Retarget(Some(target))),
-                _ => {
-                    // Enabled again (or changed while idle): take back what
-                    // it kept pending, in pages.
-                    self.actor_for(&target).do_send(ReadBacklog);
+            Some(target) => {
+                if !self.held.contains_key(&msg.webhook_id) {
+                    // Sent by another instance, or new and nobody's yet: a
+                    // claim round now gives it an owner without waiting.
+                    if self.started && !self.draining {
+                        self.claim_in_background(ctx);
+                    }
+                    return;
                 }
-            },
-            None => {
-                if let Some(addr) = self.actors.remove(&msg.webhook_id) {
-                    addr.do_send(Retarget(None));
+                match self.actors.get(&msg.webhook_id) {
+                    Some(addr) if addr.connected() => addr.do_send(Retarget(target)),
+                    _ => {
+                        // Enabled again (or changed while idle): take back
+                        // what it kept pending, in pages.
+                        if let Some(addr) = self.actor_for(&target) {
+                            addr.do_send(ReadBacklog);
+                        }
+                    }
                 }
             }
+            // Disabled or deleted: the lease stays (a deleted webhook's
+            // lease row went with it, and the next renewal drops it).
+            None => self.stop_actor(&msg.webhook_id),
         }
     }
 }
 
-/// Claims pending deliveries now. With `reclaim_own` (at start) this
-/// instance's leases from a previous run count as free.
+/// The start-up claim: this instance's share of the webhook leases, first
+/// its own from a previous run. Answered once the leases are taken (the
+/// claimed webhooks' actors then read their backlogs in pages), so that a
+/// channel's old deliveries go out before its new ones. Answers how many
+/// leases were taken.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<usize, BrokerError>")]
-pub struct ClaimPending {
-    /// Take back this instance's own earlier leases too.
-    pub reclaim_own: bool,
-}
+pub struct ClaimLeases;
 
-impl Handler<ClaimPending> for Dispatcher {
+impl Handler<ClaimLeases> for Dispatcher {
     type Result = ResponseActFuture<Self, Result<usize, BrokerError>>;
 
-    fn handle(&mut self, msg: ClaimPending, _: &mut Self::Context) -> Self::Result {
-        self.claim(msg.reclaim_own)
+    fn handle(&mut self, _: ClaimLeases, _: &mut Self::Context) -> Self::Result {
+        self.claim()
     }
 }
 
-/// Puts finished deliveries of a webhook back in line, due now, and hands
-/// them over if the webhook is enabled. Answers how many were requeued.
+/// Puts finished deliveries of a webhook back in line, due now; answers
+/// how many were requeued. They get new sequence numbers, so the webhook's
+/// lease holder, on this instance or another, finds them as it finds new
+/// events (within [`POLL_EVERY`]).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<usize, BrokerError>")]
 pub struct Requeue {
@@ -597,47 +896,29 @@ pub struct Requeue {
 }
 
 impl Handler<Requeue> for Dispatcher {
-    type Result = ResponseActFuture<Self, Result<usize, BrokerError>>;
+    type Result = ResponseFuture<Result<usize, BrokerError>>;
 
     fn handle(&mut self, msg: Requeue, _: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
-        let registry = self.registry.clone();
-        let owner = self.leases.owner.clone();
-        let lease_ms = self.lease_ms();
-        let work = async move {
-            let webhook_id = msg.webhook_id.clone();
-            let requeued = actix_web::web::block(move || {
+        Box::pin(async move {
+            actix_web::web::block(move || {
                 let mut conn = pool.get()?;
-                let now = now_ms();
+                let _turn = pool.write_turn();
                 Ok::<_, BrokerError>(db::deliveries::requeue(
                     &mut conn,
                     &msg.webhook_id,
                     &msg.delivery_ids,
-                    &owner,
-                    now,
-                    now + lease_ms,
+                    now_ms(),
                 )?)
             })
-            .await??;
-            let targets = registry
-                .send(Targets {
-                    webhook_ids: vec![webhook_id],
-                })
-                .await?;
-            Ok::<_, BrokerError>((requeued, targets))
-        };
-        Box::pin(work.into_actor(self).map(|res, act, _| {
-            let (requeued, targets) = res?;
-            if requeued > 0 {
-                act.read_backlogs(&targets);
-            }
-            Ok(requeued)
-        }))
+            .await?
+        })
     }
 }
 
 /// A clean stop: refuse new events, let attempts in flight finish (up to
-/// `grace`), write every outcome, and give this instance's leases back.
+/// `grace`), write every outcome, and give this instance's leases back, so
+/// the other instances take its webhooks over at once.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Shutdown {
@@ -666,20 +947,25 @@ impl Handler<Shutdown> for Dispatcher {
                 actix_web::rt::time::timeout(Duration::from_secs(10), recorder.send(Flush)).await;
             let released = actix_web::web::block(move || {
                 let mut conn = pool.get().map_err(|e| e.to_string())?;
-                db::deliveries::release_leases(&mut conn, &owner).map_err(|e| e.to_string())
+                let _turn = pool.write_turn();
+                db::leases::leave(&mut conn, &owner).map_err(|e| e.to_string())
             })
             .await;
             match released {
-                Ok(Ok(n)) => log::info!("released {n} pending deliveries for the next run"),
-                Ok(Err(e)) => log::warn!("could not release leases ({e}); they lapse on their own"),
+                Ok(Ok(n)) => log::info!("gave back {n} webhook leases"),
+                Ok(Err(e)) => {
+                    log::warn!("could not give back leases ({e}); they lapse on their own")
+                }
                 Err(_) => {}
             }
         };
         Box::pin(work.into_actor(self).map(|_, act, _| {
             for addr in act.actors.values() {
-                addr.do_send(Retarget(None));
+                addr.do_send(Stop);
             }
             act.actors.clear();
+            act.held.clear();
+            act.publish_held();
         }))
     }
 }
@@ -730,16 +1016,9 @@ impl Handler<TestEvent> for Dispatcher {
         }
         let recorder = self.recorder.clone();
         let registry = self.registry.clone();
-        let (owner, lease_ms) = (self.leases.owner.clone(), self.lease_ms());
         let target = msg.target;
         let event = ChannelEvent::new(msg.app_id, msg.event, test_channel());
-        let new = build(
-            event,
-            std::slice::from_ref(&target),
-            now_ms(),
-            &owner,
-            lease_ms,
-        );
+        let new = build(event, std::slice::from_ref(&target), now_ms());
         let webhook_id = target.webhook_id.clone();
         let work = async move {
             let stored = recorder.send(Persist(vec![new])).await??;
@@ -769,8 +1048,14 @@ impl Handler<TestEvent> for Dispatcher {
             };
             let job = DeliveryJob::of_row(row, body);
             match enabled {
-                Some(target) => act.actor_for(&target).do_send(Deliver(job)),
-                None => act.start_actor(&target).do_send(DeliverOnce(job)),
+                // Held by another instance: its owner finds it by the
+                // sequence, like any event.
+                Some(target) => {
+                    if let Some(addr) = act.actor_for(&target) {
+                        addr.do_send(Deliver(job));
+                    }
+                }
+                None => act.start_actor(&target, None).do_send(DeliverOnce(job)),
             }
             Ok(accepted)
         }))

@@ -33,6 +33,8 @@ type Stored = Result<Vec<NewEvent>, BrokerError>;
 /// The recorder actor.
 pub struct Recorder {
     pool: Pool,
+    /// This instance, as its leases name it: outcomes are fenced by them.
+    owner: String,
     outcomes: VecDeque<(AttemptRow, AttemptOutcome)>,
     events: Vec<(Vec<NewEvent>, oneshot::Sender<Stored>)>,
     /// Whether a transaction carrying events, or outcomes, is under way.
@@ -49,10 +51,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder writing through `pool`.
-    pub fn new(pool: Pool) -> Self {
+    /// A recorder writing through `pool` for the instance `owner`.
+    pub fn new(pool: Pool, owner: String) -> Self {
         Recorder {
             pool,
+            owner,
             outcomes: VecDeque::new(),
             events: Vec::new(),
             writing_events: false,
@@ -109,12 +112,13 @@ impl Recorder {
             taken.into_iter().unzip();
         let sizes: Vec<usize> = events.iter().map(Vec::len).collect();
         let pool = self.pool.clone();
+        let owner = self.owner.clone();
         let write = actix_web::web::block(move || {
-            let all: Vec<NewEvent> = events.into_iter().flatten().collect();
+            let mut all: Vec<NewEvent> = events.into_iter().flatten().collect();
             let result = pool.get().map_err(BrokerError::from).and_then(|mut conn| {
                 let _turn = pool.write_turn();
                 Ok(db::deliveries::store_and_record(
-                    &mut conn, &all, &outcomes,
+                    &mut conn, &mut all, &owner, &outcomes,
                 )?)
             });
             (all, outcomes, result)
@@ -142,7 +146,12 @@ impl Recorder {
             };
             answer(all, &sizes, replies, stored);
             match recorded {
-                Ok(()) => {
+                Ok(done) => {
+                    if done.fenced > 0 {
+                        crate::metrics::metrics()
+                            .outcomes_fenced
+                            .inc_by(done.fenced as u64);
+                    }
                     act.failures = 0;
                     act.retry_at = None;
                     act.committed += outcomes.len() as u64;

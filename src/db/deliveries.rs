@@ -1,9 +1,8 @@
 //! Queries on `events`, `deliveries` and `delivery_attempts`: the outbox.
 //!
-//! A pending delivery is owned by the broker instance named in
-//! `lease_owner` until `lease_until`; an instance renews the leases of what
-//! it holds, and claims pending deliveries whose lease has lapsed (their
-//! owner died) or that nobody owns (released at shutdown, or requeued).
+//! A pending delivery is sent by whichever instance holds its webhook's
+//! lease ([`super::leases`]); deliveries go out in the order of their
+//! sequence numbers, which the database hands out in commit order.
 
 use std::collections::HashMap;
 
@@ -15,19 +14,6 @@ use super::models::{status, AttemptRow, DeliveryRow, EventRow};
 use super::schema::{deliveries, delivery_attempts, events, webhooks};
 use super::DbConn;
 
-/// Runs the same Diesel expression on whichever backend `conn` is. Some
-/// statements (multi-row inserts, `FOR UPDATE SKIP LOCKED`) do not compile
-/// through the MultiConnection enum, but compile on each backend alone.
-macro_rules! on_backend {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn {
-            DbConn::Sqlite($c) => $body,
-            #[cfg(feature = "mysql")]
-            DbConn::Mysql($c) => $body,
-        }
-    };
-}
-
 /// An accepted event and the deliveries it owes.
 pub struct NewEvent {
     /// The event row.
@@ -37,11 +23,20 @@ pub struct NewEvent {
 }
 
 /// Stores a batch of events and their deliveries in one transaction: one
-/// commit (one fsync) for every event that arrived together.
-pub fn insert_events(conn: &mut DbConn, batch: &[NewEvent]) -> QueryResult<()> {
-    let events: Vec<&EventRow> = batch.iter().map(|e| &e.event).collect();
-    let rows: Vec<&DeliveryRow> = batch.iter().flat_map(|e| &e.deliveries).collect();
+/// commit (one fsync) for every event that arrived together. Each event
+/// and its deliveries get their sequence number here, from the database
+/// ([`super::leases::take_sequence`]), in batch order.
+pub fn insert_events(conn: &mut DbConn, batch: &mut [NewEvent]) -> QueryResult<()> {
     conn.transaction(|conn| {
+        let first = super::leases::take_sequence(conn, batch.len() as i64)?;
+        for (i, new) in batch.iter_mut().enumerate() {
+            new.event.seq = first + i as i64;
+            for d in &mut new.deliveries {
+                d.seq = new.event.seq;
+            }
+        }
+        let events: Vec<&EventRow> = batch.iter().map(|e| &e.event).collect();
+        let rows: Vec<&DeliveryRow> = batch.iter().flat_map(|e| &e.deliveries).collect();
         // Bounded chunks keep each statement under the backends' limits on
         // bound parameters, and under MySQL's max_allowed_packet (16 MiB on
         // MariaDB by default) however large the events are.
@@ -98,18 +93,19 @@ fn by_size<T>(
 /// were written, the outer one whether anything was.
 pub fn store_and_record(
     conn: &mut DbConn,
-    events: &[NewEvent],
+    events: &mut [NewEvent],
+    owner: &str,
     outcomes: &[(AttemptRow, AttemptOutcome)],
-) -> QueryResult<QueryResult<()>> {
+) -> QueryResult<QueryResult<Recorded>> {
     conn.transaction(|conn| {
         if !events.is_empty() {
             insert_events(conn, events)?;
         }
         if outcomes.is_empty() {
-            return Ok(Ok(()));
+            return Ok(Ok(Recorded::default()));
         }
         // Nested, this transaction is a savepoint.
-        Ok(record_attempts(conn, outcomes))
+        Ok(record_attempts(conn, owner, outcomes))
     })
 }
 
@@ -124,17 +120,65 @@ pub struct AttemptOutcome {
     pub next_attempt_at: i64,
     /// When it succeeded.
     pub delivered_at: Option<i64>,
+    /// The epoch of the webhook's lease it was made under, which the write
+    /// checks; `None` for the one attempt of a test to a disabled webhook,
+    /// which no owner sends.
+    pub epoch: Option<i64>,
+}
+
+/// What an outcome write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Outcomes written.
+    pub written: usize,
+    /// Outcomes refused: made under a lease this instance no longer holds
+    /// (another instance took the webhook over, and sends it again).
+    pub fenced: usize,
 }
 
 /// Records attempts and their effect on their deliveries, all in one
-/// transaction. The attempts go in as multi-row inserts; each delivery is
-/// written once, with its last outcome in the batch: on MySQL through one
-/// `UPDATE ... CASE` per [`OUTCOME_CHUNK`] deliveries, on SQLite through a
-/// cached one-row `UPDATE` each.
+/// transaction, fenced: the lease rows of their webhooks are locked first,
+/// and an outcome made under an epoch `owner` no longer holds is dropped
+/// (its webhook's new owner sends that delivery again), so a paused or
+/// cut-off instance can never overwrite the new owner's rows. The attempts
+/// go in as multi-row inserts; each delivery is written once, with its last
+/// outcome in the batch: on MySQL through one `UPDATE ... CASE` per
+/// [`OUTCOME_CHUNK`] deliveries, on SQLite through a cached one-row
+/// `UPDATE` each.
 pub fn record_attempts(
     conn: &mut DbConn,
+    owner: &str,
     batch: &[(AttemptRow, AttemptOutcome)],
-) -> QueryResult<()> {
+) -> QueryResult<Recorded> {
+    conn.transaction(|conn| {
+        let mut webhooks: Vec<&str> = batch
+            .iter()
+            .filter(|(_, o)| o.epoch.is_some())
+            .map(|(_, o)| o.webhook_id.as_str())
+            .collect();
+        webhooks.sort_unstable();
+        webhooks.dedup();
+        let held = super::leases::lock_held(conn, owner, &webhooks)?;
+        let allowed: Vec<(AttemptRow, AttemptOutcome)> = batch
+            .iter()
+            .filter(|(_, o)| o.epoch.is_none_or(|e| held.get(&o.webhook_id) == Some(&e)))
+            .cloned()
+            .collect();
+        let fenced = batch.len() - allowed.len();
+        if fenced > 0 {
+            log::warn!(
+                "dropped {fenced} delivery outcomes made under a lease this instance no longer holds"
+            );
+        }
+        write_attempts(conn, &allowed)?;
+        Ok(Recorded {
+            written: allowed.len(),
+            fenced,
+        })
+    })
+}
+
+fn write_attempts(conn: &mut DbConn, batch: &[(AttemptRow, AttemptOutcome)]) -> QueryResult<()> {
     let finals = last_outcomes(batch);
     let mut successes: HashMap<&str, i64> = HashMap::new();
     for (_, outcome) in &finals {
@@ -143,11 +187,11 @@ pub fn record_attempts(
             *best = (*best).max(at);
         }
     }
-    conn.transaction(|conn| {
+    {
         for chunk in batch.chunks(200) {
             let rows: Vec<&AttemptRow> = chunk.iter().map(|(a, _)| a).collect();
-            // An attempt already recorded (the same delivery attempted by two
-            // holders, say) must not make the whole batch fail forever.
+            // An attempt already recorded (a retried write whose first try
+            // did commit) must not make the whole batch fail forever.
             on_backend!(conn, |c| diesel::insert_or_ignore_into(
                 delivery_attempts::table
             )
@@ -175,17 +219,7 @@ pub fn record_attempts(
                         deliveries::last_error.eq(outcome.error),
                         deliveries::delivered_at.eq(outcome.delivered_at),
                     );
-                    if outcome.status != status::PENDING {
-                        diesel::update(target)
-                            .set((
-                                set,
-                                deliveries::lease_owner.eq(None::<String>),
-                                deliveries::lease_until.eq(None::<i64>),
-                            ))
-                            .execute(c)?;
-                    } else {
-                        diesel::update(target).set(set).execute(c)?;
-                    }
+                    diesel::update(target).set(set).execute(c)?;
                 }
             }
         }
@@ -204,7 +238,7 @@ pub fn record_attempts(
             .execute(conn)?;
         }
         Ok(())
-    })
+    }
 }
 
 #[cfg(feature = "mysql")]
@@ -243,12 +277,6 @@ fn update_outcomes_in_one(
         q = q
             .bind::<Text, _>(&a.delivery_id)
             .bind::<Nullable<BigInt>, _>(o.delivered_at);
-    }
-    // Twice: lease_owner and lease_until.
-    for _ in 0..2 {
-        for (a, _) in chunk.iter().filter(|(_, o)| is_done(o)) {
-            q = q.bind::<Text, _>(&a.delivery_id);
-        }
     }
     for (a, _) in chunk {
         q = q.bind::<Text, _>(&a.delivery_id);
@@ -299,11 +327,6 @@ fn same_outcomes<'a>(
 #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 const OUTCOME_CHUNK: usize = 100;
 
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-fn is_done(outcome: &AttemptOutcome) -> bool {
-    outcome.status != status::PENDING
-}
-
 /// The last outcome of each delivery in `batch`, which is what the
 /// deliveries must end up with (written in order, each outcome would
 /// overwrite the earlier ones of its delivery).
@@ -322,8 +345,7 @@ fn last_outcomes(batch: &[(AttemptRow, AttemptOutcome)]) -> Vec<&(AttemptRow, At
 
 /// The statement that gives each delivery of `chunk` its outcome. Every
 /// `CASE` names the delivery ids again: the SQL of both backends, with no
-/// temporary table and no backend-specific `UPDATE ... JOIN`. A finished
-/// delivery also loses its lease: it is nobody's work any more. Assignments
+/// temporary table and no backend-specific `UPDATE ... JOIN`. Assignments
 /// depend only on `id`, so MySQL's left-to-right evaluation of `SET` and
 /// SQLite's all-at-once give the same rows. (Only MySQL runs it; its unit
 /// tests run in every build.)
@@ -343,15 +365,6 @@ fn outcome_update_sql(chunk: &[&(AttemptRow, AttemptOutcome)]) -> String {
     ] {
         sql.push_str(&format!("{column} = CASE id {}END, ", whens(n)));
     }
-    let done = chunk.iter().filter(|(_, o)| is_done(o)).count();
-    if done > 0 {
-        for column in ["lease_owner", "lease_until"] {
-            sql.push_str(&format!(
-                "{column} = CASE id {}ELSE {column} END, ",
-                "WHEN ? THEN NULL ".repeat(done)
-            ));
-        }
-    }
     sql.truncate(sql.len() - 2);
     sql.push_str(" WHERE id IN (");
     sql.push_str(&vec!["?"; n].join(", "));
@@ -362,166 +375,85 @@ fn outcome_update_sql(chunk: &[&(AttemptRow, AttemptOutcome)]) -> String {
 /// A pending delivery with the body it carries.
 pub type PendingDelivery = (DeliveryRow, String);
 
-/// Where a webhook's backlog page starts: after this `(created_at, id)`,
-/// the order deliveries of one channel must go out in.
+/// Where a webhook's backlog page starts: after this `(seq, id)`, the
+/// order deliveries of one channel must go out in.
 pub type Cursor = (i64, String);
 
 /// One page of a webhook's backlog: up to `limit` pending deliveries after
-/// `after` (from the start with `None`), oldest first, with their bodies,
-/// leased to `owner` in the same transaction. Rows leased to another live
-/// instance are left alone. The page is a prefix of each channel's queue
-/// past `after`, which is what lets a delivery actor hold only a window of
-/// its webhook's backlog and still keep every channel in order. It walks
-/// `deliveries_pending_by_webhook` (webhook, status, created_at, id).
-pub fn claim_page(
+/// `after` (from the start with `None`), in sequence order, with their
+/// bodies. Only the webhook's lease holder reads its pages, so the read
+/// takes no row locks and writes nothing. The page is a prefix of each
+/// channel's queue past `after`, which is what lets a delivery actor hold
+/// only a window of its webhook's backlog and still keep every channel in
+/// order; and since sequence numbers commit in order, a row numbered below
+/// one this page returns can never appear later. It walks
+/// `deliveries_pending_by_webhook` (webhook, status, seq).
+pub fn read_page(
     conn: &mut DbConn,
     webhook_id: &str,
-    owner: &str,
-    now: i64,
-    lease_ms: i64,
     after: Option<&Cursor>,
     limit: i64,
 ) -> QueryResult<Vec<PendingDelivery>> {
-    conn.transaction(|conn| {
-        // From the start is after the smallest key: one statement shape.
-        let (at, id) = after
-            .map(|(at, id)| (*at, id.as_str()))
-            .unwrap_or((i64::MIN, ""));
-        let base = deliveries::table
-            .filter(deliveries::webhook_id.eq(webhook_id))
-            .filter(deliveries::status.eq(status::PENDING))
-            .filter(
-                deliveries::created_at
-                    .gt(at)
-                    .or(deliveries::created_at.eq(at).and(deliveries::id.gt(id))),
-            )
-            .filter(
-                deliveries::lease_owner
-                    .eq(owner)
-                    .or(deliveries::lease_until.is_null())
-                    .or(deliveries::lease_until.lt(now)),
-            )
-            .order((deliveries::created_at, deliveries::id))
-            .select(deliveries::id)
-            .limit(limit);
-        // No `SKIP LOCKED` here: the actor's cursor moves past this page,
-        // and a pending row skipped because someone held its lock for a
-        // moment (a lease renewal, say) would be left behind the cursor. The
-        // lease is taken by an UPDATE that checks claimability again on the
-        // latest row, so of two instances reading the same row only one
-        // wins it, and the page keeps only what this instance won.
-        let ids: Vec<String> = base.load(conn)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        diesel::update(
-            deliveries::table
-                .filter(deliveries::id.eq_any(&ids))
-                .filter(deliveries::status.eq(status::PENDING))
-                .filter(
-                    deliveries::lease_owner
-                        .eq(owner)
-                        .or(deliveries::lease_until.is_null())
-                        .or(deliveries::lease_until.lt(now)),
-                ),
-        )
-        .set((
-            deliveries::lease_owner.eq(owner),
-            deliveries::lease_until.eq(now + lease_ms),
-        ))
-        .execute(conn)?;
-        deliveries::table
-            .inner_join(events::table)
-            .filter(deliveries::id.eq_any(&ids))
-            .filter(deliveries::status.eq(status::PENDING))
-            .filter(deliveries::lease_owner.eq(owner))
-            .order((deliveries::created_at, deliveries::id))
-            .select((DeliveryRow::as_select(), events::payload))
-            .load(conn)
-    })
-}
-
-/// The webhooks with pending deliveries that `owner` may take: nobody's,
-/// with a lapsed lease, or (`include_own`, at start) its own earlier run's.
-/// Ids only: the deliveries themselves are read page by page by each
-/// webhook's actor ([`claim_page`]).
-pub fn webhooks_with_claimable(
-    conn: &mut DbConn,
-    owner: &str,
-    now: i64,
-    include_own: bool,
-) -> QueryResult<Vec<String>> {
-    let claimable = deliveries::lease_until
-        .is_null()
-        .or(deliveries::lease_until.lt(now))
-        .or(deliveries::lease_owner
-            .eq(owner)
-            .and(include_own.into_sql::<diesel::sql_types::Bool>()));
+    // From the start is after the smallest key: one statement shape.
+    let (at, id) = after
+        .map(|(at, id)| (*at, id.as_str()))
+        .unwrap_or((i64::MIN, ""));
     deliveries::table
+        .inner_join(events::table)
+        .filter(deliveries::webhook_id.eq(webhook_id))
         .filter(deliveries::status.eq(status::PENDING))
-        .filter(claimable)
-        .select(deliveries::webhook_id)
-        .distinct()
+        .filter(
+            deliveries::seq
+                .gt(at)
+                .or(deliveries::seq.eq(at).and(deliveries::id.gt(id))),
+        )
+        .order((deliveries::seq, deliveries::id))
+        .select((DeliveryRow::as_select(), events::payload))
+        .limit(limit)
         .load(conn)
 }
 
-/// Extends the leases of every pending delivery `owner` holds.
-pub fn renew_leases(conn: &mut DbConn, owner: &str, until: i64) -> QueryResult<usize> {
-    diesel::update(
-        deliveries::table
-            .filter(deliveries::status.eq(status::PENDING))
-            .filter(deliveries::lease_owner.eq(owner)),
-    )
-    .set(deliveries::lease_until.eq(until))
-    .execute(conn)
-}
-
-/// Gives back every pending delivery `owner` holds (at a clean stop), so
-/// whichever instance runs next takes them at once.
-pub fn release_leases(conn: &mut DbConn, owner: &str) -> QueryResult<usize> {
-    diesel::update(
-        deliveries::table
-            .filter(deliveries::status.eq(status::PENDING))
-            .filter(deliveries::lease_owner.eq(owner)),
-    )
-    .set((
-        deliveries::lease_owner.eq(None::<String>),
-        deliveries::lease_until.eq(None::<i64>),
-    ))
-    .execute(conn)
-}
-
-/// Puts deliveries of a webhook back to pending, due now, leased to
-/// `owner`; answers how many. Only deliveries that are not already pending
-/// are touched. Bodies are not read: the webhook's actor reads its backlog
-/// in pages.
+/// Puts deliveries of a webhook back to pending, due now; answers how many.
+/// Only deliveries that are not already pending are touched. Each goes to
+/// the back of its channel's queue: it gets a new sequence number, in the
+/// order the deliveries had, so the webhook's lease holder (on whichever
+/// instance) finds them past its cursor as it finds new events. Bodies are
+/// not read: the lease holder reads its backlog in pages.
 pub fn requeue(
     conn: &mut DbConn,
     webhook_id: &str,
     ids: &[String],
-    owner: &str,
     now: i64,
-    until: i64,
 ) -> QueryResult<usize> {
     conn.transaction(|conn| {
-        let mut requeued = 0;
+        let mut rows: Vec<(i64, String)> = Vec::new();
         for chunk in ids.chunks(500) {
-            requeued += diesel::update(
+            rows.extend(
                 deliveries::table
                     .filter(deliveries::webhook_id.eq(webhook_id))
                     .filter(deliveries::id.eq_any(chunk))
-                    .filter(deliveries::status.ne(status::PENDING)),
-            )
-            .set((
-                deliveries::status.eq(status::PENDING),
-                deliveries::next_attempt_at.eq(now),
-                deliveries::delivered_at.eq(None::<i64>),
-                deliveries::lease_owner.eq(owner),
-                deliveries::lease_until.eq(until),
-            ))
-            .execute(conn)?;
+                    .filter(deliveries::status.ne(status::PENDING))
+                    .select((deliveries::seq, deliveries::id))
+                    .load::<(i64, String)>(conn)?,
+            );
         }
-        Ok(requeued)
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        rows.sort_unstable();
+        rows.dedup();
+        let first = super::leases::take_sequence(conn, rows.len() as i64)?;
+        for (i, (_, id)) in rows.iter().enumerate() {
+            diesel::update(deliveries::table.find(id))
+                .set((
+                    deliveries::status.eq(status::PENDING),
+                    deliveries::next_attempt_at.eq(now),
+                    deliveries::delivered_at.eq(None::<i64>),
+                    deliveries::seq.eq(first + i as i64),
+                ))
+                .execute(conn)?;
+        }
+        Ok(rows.len())
     })
 }
 
@@ -683,6 +615,7 @@ mod tests {
                 status: state,
                 next_attempt_at: at,
                 delivered_at: (state == status::SUCCEEDED).then_some(at),
+                epoch: Some(1),
             },
         )
     }

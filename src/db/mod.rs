@@ -2,11 +2,25 @@
 //! embedded migrations of both backends, and plain query functions
 //! (`fn(&mut DbConn, ...) -> QueryResult<T>`) grouped by table.
 
+/// Runs the same Diesel expression on whichever backend `conn` is. Some
+/// statements (multi-row inserts, `FOR UPDATE SKIP LOCKED`) do not compile
+/// through the MultiConnection enum, but compile on each backend alone.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Sqlite($c) => $body,
+            #[cfg(feature = "mysql")]
+            $crate::db::DbConn::Mysql($c) => $body,
+        }
+    };
+}
+
 pub mod apps;
 pub mod changes;
 pub mod deliveries;
 pub mod idempotency;
 pub mod instance;
+pub mod leases;
 pub mod models;
 pub mod schema;
 pub mod webhooks;
@@ -86,6 +100,10 @@ PRAGMA synchronous = FULL;
 PRAGMA busy_timeout = 10000;
 PRAGMA foreign_keys = ON;";
 
+/// Session settings for MariaDB connections (see [`Manager::connect`]).
+#[cfg(feature = "mysql")]
+const MARIADB_SESSION: &str = "SET SESSION idle_transaction_timeout = 2";
+
 /// Opens connections for the backend the URL names. Diesel's own manager
 /// would try each backend in turn, and SQLite would happily create a file
 /// called `mysql:` when the MySQL server is down; this one never guesses.
@@ -107,7 +125,18 @@ impl ManageConnection for Manager {
                 Ok(DbConn::Sqlite(conn))
             }
             #[cfg(feature = "mysql")]
-            DatabaseUrl::Mysql(url) => Ok(DbConn::Mysql(MysqlConnection::establish(url)?)),
+            DatabaseUrl::Mysql(url) => {
+                let mut conn = MysqlConnection::establish(url)?;
+                // A process paused (or cut off) inside a transaction would
+                // keep its row locks for ever: a lease row no one could
+                // take over, or the event sequence's counter, which every
+                // ingest waits on. MariaDB ends such a transaction (and its
+                // connection) after this long idle; our transactions never
+                // wait on anything but the database between statements.
+                // MySQL has no such setting, so a refusal is not an error.
+                let _ = conn.batch_execute(MARIADB_SESSION);
+                Ok(DbConn::Mysql(conn))
+            }
             #[cfg(not(feature = "mysql"))]
             DatabaseUrl::Mysql(_) => Err(no_mysql()),
         }

@@ -49,6 +49,9 @@ pub struct EventRow {
     pub event_time: i64,
     pub payload: String,
     pub created_at: i64,
+    /// Its place in the order of events, from the database's sequence
+    /// (given by [`super::deliveries::insert_events`]; 0 until then).
+    pub seq: i64,
 }
 
 /// Delivery states as stored.
@@ -73,8 +76,8 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub delivered_at: Option<i64>,
-    pub lease_owner: Option<String>,
-    pub lease_until: Option<i64>,
+    /// Its event's sequence number: the order of a channel's deliveries.
+    pub seq: i64,
 }
 
 /// The outcome of one HTTP attempt.

@@ -38,6 +38,7 @@ diesel::table! {
         event_time -> BigInt,
         payload -> Text,
         created_at -> BigInt,
+        seq -> BigInt,
     }
 }
 
@@ -54,8 +55,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> BigInt,
         delivered_at -> Nullable<BigInt>,
-        lease_owner -> Nullable<Text>,
-        lease_until -> Nullable<BigInt>,
+        seq -> BigInt,
     }
 }
 
@@ -100,6 +100,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_leases (webhook_id) {
+        webhook_id -> Text,
+        owner -> Nullable<Text>,
+        epoch -> BigInt,
+        lease_until -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    broker_instances (id) {
+        id -> Text,
+        alive_until -> BigInt,
+    }
+}
+
+diesel::table! {
+    event_sequence (id) {
+        id -> Integer,
+        seq -> BigInt,
+    }
+}
+
 diesel::joinable!(webhooks -> apps (app_id));
 diesel::joinable!(deliveries -> events (event_id));
 
@@ -111,5 +134,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     delivery_attempts,
     registry_version,
     registry_changes,
-    idempotency_keys
+    idempotency_keys,
+    webhook_leases,
+    broker_instances,
+    event_sequence
 );

@@ -13,6 +13,7 @@ pub fn insert(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<()> {
         diesel::insert_into(webhooks::table)
             .values(row)
             .execute(conn)?;
+        super::leases::add(conn, &row.id)?;
         changes::record(conn, changes::kind::WEBHOOK, &row.id).map(drop)
     })
 }
@@ -56,6 +57,7 @@ pub fn delete(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
         diesel::delete(delivery_attempts::table.filter(delivery_attempts::delivery_id.eq_any(ids)))
             .execute(conn)?;
         diesel::delete(deliveries::table.filter(deliveries::webhook_id.eq(id))).execute(conn)?;
+        super::leases::remove(conn, id)?;
         let n = diesel::delete(webhooks::table.find(id)).execute(conn)?;
         if n > 0 {
             changes::record(conn, changes::kind::WEBHOOK, id)?;

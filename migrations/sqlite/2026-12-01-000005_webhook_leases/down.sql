@@ -1,0 +1,11 @@
+DROP INDEX deliveries_by_seq;
+DROP INDEX deliveries_pending_by_webhook;
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until BIGINT;
+CREATE INDEX deliveries_pending_by_webhook ON deliveries (webhook_id, status, created_at, id);
+CREATE INDEX deliveries_by_lease_owner ON deliveries (lease_owner, status);
+ALTER TABLE deliveries DROP COLUMN seq;
+ALTER TABLE events DROP COLUMN seq;
+DROP TABLE event_sequence;
+DROP TABLE broker_instances;
+DROP TABLE webhook_leases;
