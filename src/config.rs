@@ -93,9 +93,9 @@ pub struct Config {
     pub retention: Duration,
     /// BROKER_SHUTDOWN_GRACE: how long in-flight POSTs may finish at a stop.
     pub shutdown_grace: Duration,
-    /// BROKER_INSTANCE_ID: who this broker is in delivery leases.
+    /// BROKER_INSTANCE_ID: who this broker is in webhook leases.
     pub instance_id: String,
-    /// BROKER_LEASE: how long a claim on pending deliveries lasts unrenewed.
+    /// BROKER_LEASE: how long a webhook lease lasts unrenewed.
     pub lease: Duration,
     /// BROKER_SECRET_GRACE: how long a rotated-out secret keeps signing.
     pub secret_grace: Duration,
@@ -288,7 +288,7 @@ pub struct Settings {
     )]
     pub shutdown_grace: String,
 
-    /// Names this broker in delivery leases, at most 64 bytes; keep it stable
+    /// Names this broker in webhook leases, at most 64 bytes; keep it stable
     /// across restarts and distinct between brokers [default: HOSTNAME:PORT]
     #[arg(
         long,
@@ -299,7 +299,7 @@ pub struct Settings {
     )]
     pub instance_id: Option<String>,
 
-    /// How long a claim on a pending delivery lasts without renewal; at least 1s
+    /// How long a broker's lease on a webhook lasts without renewal (by the database clock); at least 1s
     #[arg(
         long,
         env = "BROKER_LEASE",

@@ -89,6 +89,9 @@ const LOW_WATER: usize = PAGE / 2;
 /// How long to wait before reading again after a failed read, or while the
 /// memory budget is used up.
 const PAGE_RETRY: Duration = Duration::from_millis(500);
+/// How long after a 410 an actor that was not stopped (the disable could
+/// not be written) resumes its webhook's deliveries.
+const GONE_RESUME: Duration = Duration::from_secs(5);
 /// How long an attempt waits while this instance's leases are not known to
 /// be current (a renewal is late: the database is slow or unreachable, or
 /// the process was paused).
@@ -523,6 +526,15 @@ impl WebhookDelivery {
                 self.registry.do_send(DisableWebhook {
                     webhook_id: self.target.webhook_id.clone(),
                     reason: "the receiver answered 410 Gone".into(),
+                });
+                // Still running later means the disable could not be
+                // written: the webhook is enabled, so its deliveries go on
+                // (read again from the database) rather than wait forever.
+                ctx.run_later(GONE_RESUME, move |act, ctx| {
+                    act.draining = false;
+                    act.schedule(job, ctx);
+                    act.window.read_from_start();
+                    act.read_page_if_due(ctx);
                 });
             }
         }
