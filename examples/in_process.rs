@@ -62,6 +62,7 @@ pub async fn demo(
             uri: WebhookUri::parse(webhook_uri, config.allow_private_targets)?,
             events: EventSet::all(),
             headers: Default::default(),
+            throttle: Default::default(),
         })
         .await??;
 

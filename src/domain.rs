@@ -408,6 +408,111 @@ pub enum DomainError {
     /// A custom header that cannot be sent.
     #[error("{0}")]
     InvalidHeaders(String),
+    /// A `rateLimit` that is not a positive integer or null.
+    #[error("rateLimit must be an integer of at least 1 (deliveries per second), or null for unlimited, not {0}")]
+    InvalidRateLimit(String),
+    /// A `maxConcurrency` outside 1..=1000.
+    #[error("maxConcurrency must be an integer from 1 to 1000 (requests in flight), not {0}")]
+    InvalidMaxConcurrency(String),
+}
+
+/// The most requests in flight to one webhook that `maxConcurrency` may allow.
+pub const MAX_CONCURRENCY: u32 = 1000;
+/// `maxConcurrency` when none is given: enough to keep a receiver with a
+/// few milliseconds of latency busy at thousands of deliveries a second,
+/// while a slow receiver never sees more than a modest pool's worth of
+/// connections from the broker (Svix and Convoy's defaults are of the same
+/// order).
+pub const DEFAULT_CONCURRENCY: u32 = 32;
+
+/// How hard a webhook's receiver may be driven: at most `rate_limit`
+/// deliveries in any one second (`None`: unlimited), and at most
+/// `max_concurrency` requests open at once. Held-back deliveries wait;
+/// their wait is not an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    /// `rateLimit`: deliveries per second, at least 1.
+    pub rate_limit: Option<u32>,
+    /// `maxConcurrency`: requests in flight, 1 to [`MAX_CONCURRENCY`].
+    pub max_concurrency: u32,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            rate_limit: None,
+            max_concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+impl Throttle {
+    /// `rateLimit` as sent: an integer of at least 1, or `null` for
+    /// unlimited.
+    pub fn parse_rate_limit(v: &serde_json::Value) -> Result<Option<u32>, DomainError> {
+        match v {
+            serde_json::Value::Null => Ok(None),
+            v => match v.as_u64() {
+                Some(n) if (1..=u32::MAX as u64).contains(&n) => Ok(Some(n as u32)),
+                _ => Err(DomainError::InvalidRateLimit(v.to_string())),
+            },
+        }
+    }
+
+    /// `maxConcurrency` as sent: an integer from 1 to [`MAX_CONCURRENCY`].
+    pub fn parse_max_concurrency(v: &serde_json::Value) -> Result<u32, DomainError> {
+        match v.as_u64() {
+            Some(n) if (1..=MAX_CONCURRENCY as u64).contains(&n) => Ok(n as u32),
+            _ => Err(DomainError::InvalidMaxConcurrency(v.to_string())),
+        }
+    }
+
+    /// As stored: `rate_limit` NULL or positive, `max_concurrency` in range
+    /// (anything else, written by hand, falls back to the defaults).
+    pub fn from_storage(rate_limit: Option<i32>, max_concurrency: i32) -> Self {
+        Throttle {
+            rate_limit: rate_limit.filter(|n| *n >= 1).map(|n| n as u32),
+            max_concurrency: if (1..=MAX_CONCURRENCY as i32).contains(&max_concurrency) {
+                max_concurrency as u32
+            } else {
+                DEFAULT_CONCURRENCY
+            },
+        }
+    }
+}
+
+/// The rate rule: whether one more delivery may start at `now`, given the
+/// start times of the last ones (`recent`, oldest first), at `rate` per
+/// second. Answers `Ok` or when the next slot opens. Two conditions: no
+/// second holds more than `rate` starts, and starts are spread at least
+/// `1/rate` apart, so that the receiver sees a steady rate rather than a
+/// burst at the top of each second (bursts that arrive late would stack
+/// up on the next ones). `recent` is trimmed to the last second.
+pub fn rate_slot(
+    recent: &mut std::collections::VecDeque<std::time::Instant>,
+    rate: u32,
+    now: std::time::Instant,
+) -> Result<(), std::time::Instant> {
+    let second = std::time::Duration::from_secs(1);
+    while recent
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= second)
+    {
+        recent.pop_front();
+    }
+    let mut next = now;
+    if recent.len() >= rate as usize {
+        // The oldest of the last `rate` starts leaves the window first.
+        next = next.max(recent[recent.len() - rate as usize] + second);
+    }
+    if let Some(last) = recent.back() {
+        next = next.max(*last + second / rate.max(1));
+    }
+    if next <= now {
+        Ok(())
+    } else {
+        Err(next)
+    }
 }
 
 #[cfg(test)]
@@ -644,5 +749,50 @@ mod tests {
         ] {
             assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn rate_limit_is_a_positive_integer_or_null() {
+        use serde_json::json;
+        assert_eq!(Throttle::parse_rate_limit(&json!(null)).unwrap(), None);
+        assert_eq!(Throttle::parse_rate_limit(&json!(50)).unwrap(), Some(50));
+        for bad in [json!(0), json!(-1), json!(1.5), json!("50"), json!(true)] {
+            let e = Throttle::parse_rate_limit(&bad).unwrap_err();
+            assert!(matches!(e, DomainError::InvalidRateLimit(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_concurrency_is_between_1_and_1000() {
+        use serde_json::json;
+        assert_eq!(Throttle::parse_max_concurrency(&json!(1)).unwrap(), 1);
+        assert_eq!(Throttle::parse_max_concurrency(&json!(1000)).unwrap(), 1000);
+        for bad in [json!(0), json!(1001), json!(null), json!(2.5), json!("2")] {
+            let e = Throttle::parse_max_concurrency(&bad).unwrap_err();
+            assert!(matches!(e, DomainError::InvalidMaxConcurrency(_)), "{bad}");
+        }
+        assert_eq!(Throttle::default().max_concurrency, 32);
+        assert_eq!(Throttle::from_storage(Some(0), 0), Throttle::default());
+    }
+
+    #[test]
+    fn no_second_holds_more_than_the_rate() {
+        use std::collections::VecDeque;
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut recent = VecDeque::new();
+        assert_eq!(rate_slot(&mut recent, 4, t0), Ok(()));
+        recent.push_back(t0);
+        // Spread out: the next start waits a quarter of a second.
+        assert_eq!(rate_slot(&mut recent, 4, t0 + ms(10)), Err(t0 + ms(250)));
+        for i in 1..4 {
+            assert_eq!(rate_slot(&mut recent, 4, t0 + ms(250 * i)), Ok(()));
+            recent.push_back(t0 + ms(250 * i));
+        }
+        // A fifth within the same second waits for the first to leave it.
+        assert_eq!(rate_slot(&mut recent, 4, t0 + ms(999)), Err(t0 + ms(1000)));
+        assert_eq!(rate_slot(&mut recent, 4, t0 + ms(1000)), Ok(()));
+        assert_eq!(recent.len(), 3, "the first left the window");
     }
 }

@@ -159,6 +159,8 @@ impl From<DomainError> for BrokerError {
             DomainError::InvalidUri(_) => "invalid_uri",
             DomainError::PrivateTarget => "private_target",
             DomainError::InvalidHeaders(_) => "invalid_headers",
+            DomainError::InvalidRateLimit(_) => "invalid_rate_limit",
+            DomainError::InvalidMaxConcurrency(_) => "invalid_max_concurrency",
         };
         BrokerError::bad_request(code, e.to_string())
     }

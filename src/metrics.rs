@@ -53,6 +53,8 @@ pub struct Metrics {
     pub webhook_leases_lost: Counter,
     /// Attempt outcomes refused because their lease was lost meanwhile.
     pub outcomes_fenced: Counter,
+    /// Due deliveries held back by a webhook's rate limit or concurrency cap.
+    pub deliveries_throttled: Counter,
 }
 
 impl Metrics {
@@ -71,6 +73,7 @@ impl Metrics {
             webhook_leases_held: Gauge::default(),
             webhook_leases_lost: Counter::default(),
             outcomes_fenced: Counter::default(),
+            deliveries_throttled: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -122,6 +125,11 @@ impl Metrics {
             "webhook_leases_lost",
             "Webhook leases lost to another instance (this one was paused, cut off or slow past its lease)",
             m.webhook_leases_lost.clone(),
+        );
+        registry.register(
+            "deliveries_throttled",
+            "Due deliveries held back by their webhook's rateLimit or maxConcurrency (they wait; the wait is not an attempt)",
+            m.deliveries_throttled.clone(),
         );
         registry.register(
             "delivery_outcomes_fenced",
@@ -177,6 +185,7 @@ mod tests {
             "webhook_broker_webhook_leases_held",
             "webhook_broker_webhook_leases_lost_total",
             "webhook_broker_delivery_outcomes_fenced_total",
+            "webhook_broker_deliveries_throttled_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -470,6 +470,8 @@ fn webhook_row(app_id: &str, uri: &str) -> WebhookRow {
         previous_secret: None,
         previous_secret_expires_at: None,
         headers: "{}".into(),
+        rate_limit: None,
+        max_concurrency: 32,
     }
 }
 

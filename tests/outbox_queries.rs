@@ -39,6 +39,8 @@ fn webhook_row(id: &str, app_id: &str) -> WebhookRow {
         previous_secret: None,
         previous_secret_expires_at: None,
         headers: "{}".into(),
+        rate_limit: None,
+        max_concurrency: 32,
     }
 }
 
@@ -384,6 +386,17 @@ fn leases_are_shared_out_renewed_and_given_back_beyond_one_statement(store: Stor
         Ok::<_, diesel::result::Error>(())
     })
     .unwrap();
+    // One written straight into the table, as a seeding tool would: the
+    // start-up repair gives it its lease row, once.
+    diesel::insert_into(webhooks::table)
+        .values(&webhook_row("wh_seeded", &app_id))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(db::leases::add_missing(&mut conn).unwrap(), 1);
+    assert_eq!(db::leases::add_missing(&mut conn).unwrap(), 0);
+    diesel::delete(webhook_leases::table.find("wh_seeded"))
+        .execute(&mut conn)
+        .unwrap();
     let census = db::leases::census(&mut conn, "broker-b", 60_000).unwrap();
     assert_eq!(census.webhooks, 1201);
     assert_eq!(census.free, 1200);

@@ -135,6 +135,7 @@ impl InProcess {
                             uri: WebhookUri::parse(&p.receiver_url, true)?,
                             events: EventSet::all(),
                             headers: Default::default(),
+                            throttle: Default::default(),
                         })
                         .await??;
                     let source = Source {

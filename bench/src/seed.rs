@@ -68,8 +68,10 @@ pub fn sqlite_with_webhooks(
                 previous_secret: None,
                 previous_secret_expires_at: None,
                 headers: "{}".into(),
+                rate_limit: None,
+                max_concurrency: 32,
             });
-            // 13 columns x 1000 rows stays under SQLite's 32766 variables.
+            // 15 columns x 1000 rows stays under SQLite's 32766 variables.
             if rows.len() == 1000 || i + 1 == n_webhooks {
                 diesel::insert_into(webhooks::table)
                     .values(&rows)

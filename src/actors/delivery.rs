@@ -9,7 +9,7 @@
 //! actor never touches the database itself. One actor runs per active
 //! webhook, started on demand by the dispatcher on a delivery arbiter.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -156,6 +156,12 @@ pub struct WebhookDelivery {
     channels: HashMap<String, ChannelQueue>,
     held: HashSet<String>,
     in_flight: usize,
+    /// Due deliveries held back by the webhook's rate limit or concurrency
+    /// cap, in the order they became due (each a different channel's head).
+    throttled: VecDeque<DeliveryJob>,
+    /// When the attempts of the last second started (for the rate limit).
+    recent: VecDeque<Instant>,
+    throttle_timer: bool,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
     /// A short-lived actor of a disabled webhook making one test attempt:
@@ -190,6 +196,9 @@ impl WebhookDelivery {
             channels: HashMap::new(),
             held: HashSet::new(),
             in_flight: 0,
+            throttled: VecDeque::new(),
+            recent: VecDeque::new(),
+            throttle_timer: false,
             draining: false,
             drained: Vec::new(),
             once: false,
@@ -354,6 +363,62 @@ impl WebhookDelivery {
             ctx.run_later(LEASE_WAIT, move |act, ctx| act.attempt(job, ctx));
             return;
         }
+        if !self.throttled.is_empty() || self.throttle_wait(Instant::now()).is_some() {
+            metrics().deliveries_throttled.inc();
+            self.throttled.push_back(job);
+            self.release_throttled(ctx);
+            return;
+        }
+        self.send(job, ctx);
+    }
+
+    /// Why the next attempt may not start at `now`: `Some(None)` at the
+    /// concurrency cap (an attempt finishing frees a place), `Some(Some(t))`
+    /// at the rate limit until `t`; `None` if it may.
+    fn throttle_wait(&mut self, now: Instant) -> Option<Option<Instant>> {
+        let throttle = self.target.throttle;
+        if self.in_flight >= throttle.max_concurrency as usize {
+            return Some(None);
+        }
+        let rate = throttle.rate_limit?;
+        crate::domain::rate_slot(&mut self.recent, rate, now)
+            .err()
+            .map(Some)
+    }
+
+    /// Starts held-back deliveries while the throttle allows, oldest first;
+    /// when the rate limit stops it, looks again when the next slot opens.
+    fn release_throttled(&mut self, ctx: &mut Context<Self>) {
+        while !self.throttled.is_empty() && !self.draining {
+            match self.throttle_wait(Instant::now()) {
+                None => {
+                    let job = self.throttled.pop_front().expect("not empty");
+                    self.send(job, ctx);
+                }
+                Some(None) => return,
+                Some(Some(at)) => {
+                    if !self.throttle_timer {
+                        self.throttle_timer = true;
+                        let wait = at.saturating_duration_since(Instant::now());
+                        ctx.run_later(wait, |act, ctx| {
+                            act.throttle_timer = false;
+                            act.release_throttled(ctx);
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
+        if self.epoch.is_some() && !self.outbox.validity.valid() {
+            ctx.run_later(LEASE_WAIT, move |act, ctx| act.attempt(job, ctx));
+            return;
+        }
+        if self.target.throttle.rate_limit.is_some() {
+            self.recent.push_back(Instant::now());
+        }
         self.in_flight += 1;
         metrics().deliveries_in_flight.inc();
         let timestamp = now_ms() / 1000;
@@ -409,6 +474,7 @@ impl WebhookDelivery {
             act.in_flight -= 1;
             metrics().deliveries_in_flight.dec();
             act.finish(job, started_at, clock.elapsed(), sent, ctx);
+            act.release_throttled(ctx);
             if act.once && act.in_flight == 0 {
                 ctx.stop();
             }

@@ -401,6 +401,7 @@ impl Dispatcher {
                 let mut conn = pool.get()?;
                 let _turn = pool.write_turn();
                 let seq = if starting {
+                    db::leases::add_missing(&mut conn)?;
                     Some(db::leases::current_sequence(&mut conn)?)
                 } else {
                     None
@@ -622,11 +623,11 @@ impl Actor for Dispatcher {
                 act.renew_leases(ctx);
             }
         });
+        // Until one succeeds, a round is the start-up claim again (taking
+        // back its own leases first), so a failed start-up claim (the
+        // database was down) is retried.
         ctx.run_interval(claim_every(self.leases.lease), |act, ctx| {
-            // The first round is the start-up claim ([`ClaimLeases`]).
-            if act.started {
-                act.claim_in_background(ctx);
-            }
+            act.claim_in_background(ctx)
         });
         ctx.run_interval(POLL_EVERY, |act, ctx| act.poll_sequence(ctx));
     }

@@ -22,7 +22,7 @@ use actix::prelude::*;
 
 use crate::db::models::{AppRow, WebhookRow};
 use crate::db::{self, now_ms, Pool};
-use crate::domain::{CustomHeaders, EventKind, EventSet, WebhookUri};
+use crate::domain::{CustomHeaders, EventKind, EventSet, Throttle, WebhookUri};
 use crate::error::BrokerError;
 use crate::signature;
 
@@ -83,6 +83,8 @@ pub struct Webhook {
     pub previous_secret: Option<(String, i64)>,
     /// Extra headers sent on every attempt (not signed).
     pub headers: CustomHeaders,
+    /// Its rate limit and concurrency cap.
+    pub throttle: Throttle,
 }
 
 impl Webhook {
@@ -101,6 +103,11 @@ impl Webhook {
             previous_secret: self.previous_secret.as_ref().map(|(s, _)| s.clone()),
             previous_secret_expires_at: self.previous_secret.as_ref().map(|(_, t)| *t),
             headers: self.headers.to_storage(),
+            rate_limit: self
+                .throttle
+                .rate_limit
+                .map(|n| n.min(i32::MAX as u32) as i32),
+            max_concurrency: self.throttle.max_concurrency as i32,
         }
     }
 
@@ -128,6 +135,7 @@ impl Webhook {
             updated_at: row.updated_at,
             previous_secret: row.previous_secret.zip(row.previous_secret_expires_at),
             headers,
+            throttle: Throttle::from_storage(row.rate_limit, row.max_concurrency),
         })
     }
 
@@ -154,6 +162,7 @@ impl Webhook {
                     Some(header)
                 })
                 .collect(),
+            throttle: self.throttle,
         })
     }
 }
@@ -175,6 +184,8 @@ pub struct DeliveryTarget {
         awc::http::header::HeaderName,
         awc::http::header::HeaderValue,
     )>,
+    /// How hard its receiver may be driven.
+    pub throttle: Throttle,
 }
 
 impl DeliveryTarget {
@@ -482,6 +493,7 @@ impl Registry {
                 || w.secret != webhook.secret
                 || w.previous_secret != webhook.previous_secret
                 || w.headers != webhook.headers
+                || w.throttle != webhook.throttle
         });
         match (was_enabled, is_enabled) {
             // New: nothing of it is pending here yet.
@@ -613,6 +625,8 @@ pub struct CreateWebhook {
     pub events: EventSet,
     /// Extra headers for every attempt.
     pub headers: CustomHeaders,
+    /// Its rate limit and concurrency cap.
+    pub throttle: Throttle,
 }
 
 impl Handler<CreateWebhook> for Registry {
@@ -633,6 +647,7 @@ impl Handler<CreateWebhook> for Registry {
             updated_at: now,
             previous_secret: None,
             headers: msg.headers,
+            throttle: msg.throttle,
         };
         db::webhooks::insert(&mut *self.conn()?, &webhook.to_row())?;
         self.remember(webhook.clone());
@@ -675,6 +690,10 @@ pub struct UpdateWebhook {
     pub status: Option<WebhookStatus>,
     /// New headers replacing the old, when given.
     pub headers: Option<CustomHeaders>,
+    /// A new rate limit (`Some(None)`: unlimited), when given.
+    pub rate_limit: Option<Option<u32>>,
+    /// A new concurrency cap, when given.
+    pub max_concurrency: Option<u32>,
 }
 
 impl Handler<UpdateWebhook> for Registry {
@@ -686,6 +705,12 @@ impl Handler<UpdateWebhook> for Registry {
         webhook.events = msg.events;
         if let Some(headers) = msg.headers {
             webhook.headers = headers;
+        }
+        if let Some(rate_limit) = msg.rate_limit {
+            webhook.throttle.rate_limit = rate_limit;
+        }
+        if let Some(max_concurrency) = msg.max_concurrency {
+            webhook.throttle.max_concurrency = max_concurrency;
         }
         match msg.status {
             Some(WebhookStatus::Enabled) => {

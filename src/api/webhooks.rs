@@ -17,7 +17,7 @@ use crate::actors::registry::{
     CreateWebhook, DeleteWebhook, GetSecret, GetWebhook, ListWebhooks, RotateSecret, UpdateWebhook,
     Webhook, WebhookStatus,
 };
-use crate::domain::{CustomHeaders, EventKind, EventSet, WebhookUri};
+use crate::domain::{CustomHeaders, EventKind, EventSet, Throttle, WebhookUri};
 use crate::error::{BrokerError, ErrorBody};
 
 /// The largest page.
@@ -74,6 +74,25 @@ pub struct WebhookBody {
     /// without `headers` the webhook keeps its own.
     #[schema(value_type = Option<HeaderMap>)]
     headers: Option<Map<String, Value>>,
+    /// At most this many deliveries per second to this webhook, an integer
+    /// of at least 1; `null` (the default) for unlimited. Deliveries held
+    /// back stay pending and keep their order; the wait is not an attempt.
+    /// On `PUT`, without `rateLimit` the webhook keeps its own.
+    #[serde(rename = "rateLimit", default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, nullable = true)]
+    rate_limit: Option<Value>,
+    /// At most this many requests in flight to this webhook at once, 1 to
+    /// 1000; 32 unless given. On `PUT`, without `maxConcurrency` (or with
+    /// `null`) the webhook keeps its own.
+    #[serde(rename = "maxConcurrency", default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    max_concurrency: Option<Value>,
+}
+
+/// A field that is there, `null` included (`Some(Value::Null)`), as opposed
+/// to one left out (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 struct ValidBody {
@@ -81,6 +100,8 @@ struct ValidBody {
     events: EventSet,
     status: Option<WebhookStatus>,
     headers: Option<CustomHeaders>,
+    rate_limit: Option<Option<u32>>,
+    max_concurrency: Option<u32>,
 }
 
 impl WebhookBody {
@@ -103,11 +124,26 @@ impl WebhookBody {
             .as_ref()
             .map(CustomHeaders::parse)
             .transpose()?;
+        let rate_limit = self
+            .rate_limit
+            .as_ref()
+            .map(Throttle::parse_rate_limit)
+            .transpose()?;
+        // `null` is as good as leaving it out: the default, or the
+        // webhook's own on PUT.
+        let max_concurrency = self
+            .max_concurrency
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .map(Throttle::parse_max_concurrency)
+            .transpose()?;
         Ok(ValidBody {
             uri,
             events,
             status,
             headers,
+            rate_limit,
+            max_concurrency,
         })
     }
 }
@@ -184,6 +220,12 @@ pub struct WebhookView {
     /// Extra headers sent on every delivery attempt; `{}` when none.
     #[schema(value_type = HeaderMap)]
     pub headers: BTreeMap<String, String>,
+    /// Deliveries per second at most; `null`: unlimited.
+    #[schema(nullable = true, minimum = 1)]
+    pub rate_limit: Option<u32>,
+    /// Requests in flight at most.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_concurrency: u32,
     /// Creation time, epoch milliseconds.
     #[schema(format = Int64)]
     pub created_at: i64,
@@ -210,6 +252,8 @@ pub fn view(w: &Webhook) -> WebhookView {
         event: w.events.kinds(),
         status: w.status.into(),
         headers: w.headers.as_map().clone(),
+        rate_limit: w.throttle.rate_limit,
+        max_concurrency: w.throttle.max_concurrency,
         created_at: w.created_at,
         updated_at: w.updated_at,
         disabled_reason: disabled.then(|| w.disabled_reason.clone()),
@@ -296,10 +340,18 @@ pub async fn create(
         ));
     }
     let headers = valid.headers.unwrap_or_default();
+    let throttle = Throttle {
+        rate_limit: valid.rate_limit.flatten(),
+        max_concurrency: valid
+            .max_concurrency
+            .unwrap_or(crate::domain::DEFAULT_CONCURRENCY),
+    };
     let content = serde_json::json!({
         "uri": valid.uri.as_str(),
         "event": valid.events.kinds(),
         "headers": &headers,
+        "rateLimit": throttle.rate_limit,
+        "maxConcurrency": throttle.max_concurrency,
     })
     .to_string();
     let scope = crate::idempotency::scope::app(&app.0);
@@ -311,6 +363,7 @@ pub async fn create(
                 uri: valid.uri,
                 events: valid.events,
                 headers,
+                throttle,
             })
             .await??;
         Ok((
@@ -468,6 +521,8 @@ pub async fn update(
             events: valid.events,
             status: valid.status,
             headers: valid.headers,
+            rate_limit: valid.rate_limit,
+            max_concurrency: valid.max_concurrency,
         })
         .await??;
     Ok(HttpResponse::Ok().json(view(&webhook)))

@@ -260,6 +260,23 @@ pub fn add(conn: &mut DbConn, webhook_id: &str) -> QueryResult<usize> {
         .execute(conn)
 }
 
+/// Gives every webhook without a lease row a free one, and answers how many
+/// it added: at start, for webhooks written straight into the table (by
+/// hand, by a seeding tool) rather than through [`super::webhooks::insert`].
+pub fn add_missing(conn: &mut DbConn) -> QueryResult<usize> {
+    const MISSING: &str = "webhook_leases (webhook_id, owner, epoch, lease_until) \
+         SELECT w.id, NULL, 0, NULL FROM webhooks w \
+         WHERE NOT EXISTS (SELECT 1 FROM webhook_leases l WHERE l.webhook_id = w.id)";
+    match conn {
+        // Another instance starting at the same time may add the same rows.
+        DbConn::Sqlite(c) => {
+            diesel::sql_query(format!("INSERT OR IGNORE INTO {MISSING}")).execute(c)
+        }
+        #[cfg(feature = "mysql")]
+        DbConn::Mysql(c) => diesel::sql_query(format!("INSERT IGNORE INTO {MISSING}")).execute(c),
+    }
+}
+
 /// Removes a deleted webhook's lease row.
 pub fn remove(conn: &mut DbConn, webhook_id: &str) -> QueryResult<usize> {
     diesel::delete(webhook_leases::table.find(webhook_id)).execute(conn)

@@ -36,6 +36,10 @@ pub struct WebhookRow {
     pub previous_secret_expires_at: Option<i64>,
     /// Custom headers sent on every attempt: a JSON object of strings.
     pub headers: String,
+    /// Deliveries per second at most; `None`: unlimited.
+    pub rate_limit: Option<i32>,
+    /// Requests in flight at most.
+    pub max_concurrency: i32,
 }
 
 /// An accepted event with the exact body every webhook receives.

@@ -26,6 +26,8 @@ diesel::table! {
         previous_secret_expires_at -> Nullable<BigInt>,
         last_success_at -> Nullable<BigInt>,
         headers -> Text,
+        rate_limit -> Nullable<Integer>,
+        max_concurrency -> Integer,
     }
 }
 

@@ -43,6 +43,8 @@ fn set_fields(conn: &mut DbConn, row: &WebhookRow) -> QueryResult<usize> {
             webhooks::previous_secret.eq(&row.previous_secret),
             webhooks::previous_secret_expires_at.eq(row.previous_secret_expires_at),
             webhooks::headers.eq(&row.headers),
+            webhooks::rate_limit.eq(row.rate_limit),
+            webhooks::max_concurrency.eq(row.max_concurrency),
         ))
         .execute(conn)
 }

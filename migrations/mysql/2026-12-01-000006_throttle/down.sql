@@ -1,0 +1,1 @@
+ALTER TABLE webhooks DROP COLUMN rate_limit, DROP COLUMN max_concurrency;

@@ -1,0 +1,4 @@
+-- Per-webhook throttling: at most rate_limit deliveries per second (NULL:
+-- unlimited) and max_concurrency requests in flight.
+ALTER TABLE webhooks ADD COLUMN rate_limit INTEGER;
+ALTER TABLE webhooks ADD COLUMN max_concurrency INTEGER NOT NULL DEFAULT 32;
