@@ -93,6 +93,9 @@ pub struct Dispatcher {
     held: HashMap<String, i64>,
     /// Held leases being given back: their actors drain first.
     giving_back: HashSet<String>,
+    /// Webhooks announced disabled or deleted: a batch matched before the
+    /// announcement must not start an actor for them with the old target.
+    stopped: HashSet<String>,
     validity: Arc<Validity>,
     /// Every delivery numbered up to this is known to this instance.
     covered: i64,
@@ -137,6 +140,7 @@ impl Dispatcher {
             actors: HashMap::new(),
             held: HashMap::new(),
             giving_back: HashSet::new(),
+            stopped: HashSet::new(),
             validity,
             covered: 0,
             claiming: false,
@@ -290,20 +294,25 @@ impl Dispatcher {
             let written = recorder.send(Persist(news)).await;
             let mut seen = None;
             match written.map_err(BrokerError::from).and_then(|stored| stored) {
-                Ok(news) => {
-                    let first = news.first().map(|n| n.event.seq);
-                    let last = news.last().map(|n| n.event.seq);
+                Ok(each) => {
+                    let stored = || each.iter().filter_map(|r| r.as_ref().ok());
+                    let first = stored().map(|n| n.event.seq).min();
+                    let last = stored().map(|n| n.event.seq).max();
+                    let whole = each.iter().all(Result::is_ok);
                     // Numbers between what this instance knew and its own
                     // batch went to other instances' events (or requeues).
                     let stretch = match first {
+                        // Stored in parts: other instances may have
+                        // numbered events between the parts.
+                        Some(_) if !whole => Stretch::Unknown,
                         Some(first) if first > covered + 1 => {
                             stretch_between(&pool, covered, first - 1).await
                         }
                         _ => Stretch::Found(Vec::new()),
                     };
                     seen = last.map(|last| (last, stretch));
-                    for (new, (targets, reply)) in news.into_iter().zip(waiting) {
-                        answers.push((reply, Ok((new, targets))));
+                    for (new, (targets, reply)) in each.into_iter().zip(waiting) {
+                        answers.push((reply, new.map(|new| (new, targets))));
                     }
                 }
                 Err(e) => {
@@ -339,6 +348,10 @@ impl Dispatcher {
                         deliveries: new.deliveries.len(),
                     };
                     for (row, target) in new.deliveries.into_iter().zip(targets) {
+                        if act.stopped.contains(&target.webhook_id) {
+                            // Kept pending for when it is enabled again.
+                            continue;
+                        }
                         if let Some(addr) = act.actor_for(&target) {
                             addr.do_send(Deliver(DeliveryJob::of_row(row, body.clone())));
                         }
@@ -840,6 +853,7 @@ impl Handler<WebhookChanged> for Dispatcher {
     fn handle(&mut self, msg: WebhookChanged, ctx: &mut Self::Context) {
         match msg.target {
             Some(target) => {
+                self.stopped.remove(&msg.webhook_id);
                 if !self.held.contains_key(&msg.webhook_id) {
                     // Sent by another instance, or new and nobody's yet: a
                     // claim round now gives it an owner without waiting.
@@ -861,7 +875,10 @@ impl Handler<WebhookChanged> for Dispatcher {
             }
             // Disabled or deleted: the lease stays (a deleted webhook's
             // lease row went with it, and the next renewal drops it).
-            None => self.stop_actor(&msg.webhook_id),
+            None => {
+                self.stopped.insert(msg.webhook_id.clone());
+                self.stop_actor(&msg.webhook_id);
+            }
         }
     }
 }
@@ -1026,7 +1043,7 @@ impl Handler<TestEvent> for Dispatcher {
             let new = stored
                 .into_iter()
                 .next()
-                .ok_or_else(|| BrokerError::Internal("the test event was not stored".into()))?;
+                .ok_or_else(|| BrokerError::Internal("the test event was not stored".into()))??;
             // Whether it is enabled now, with its newest target.
             let enabled = registry
                 .send(Targets {

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use diesel::r2d2::R2D2Connection;
 use tokio::sync::oneshot;
 
 use crate::db::deliveries::{AttemptOutcome, NewEvent};
@@ -28,7 +29,10 @@ const MAX_OUTCOMES: usize = 1000;
 /// The longest pause between two tries of failing outcomes.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-type Stored = Result<Vec<NewEvent>, BrokerError>;
+/// Each event of a [`Persist`], stored, or why not (when a batch fails as a
+/// whole it is stored in parts, so one bad event fails alone).
+pub type EachStored = Vec<Result<NewEvent, BrokerError>>;
+type Stored = Result<EachStored, BrokerError>;
 
 /// The recorder actor.
 pub struct Recorder {
@@ -115,13 +119,20 @@ impl Recorder {
         let owner = self.owner.clone();
         let write = actix_web::web::block(move || {
             let mut all: Vec<NewEvent> = events.into_iter().flatten().collect();
+            let mut isolated = None;
             let result = pool.get().map_err(BrokerError::from).and_then(|mut conn| {
                 let _turn = pool.write_turn();
-                Ok(db::deliveries::store_and_record(
-                    &mut conn, &mut all, &owner, &outcomes,
-                )?)
+                let result =
+                    db::deliveries::store_and_record(&mut conn, &mut all, &owner, &outcomes);
+                drop(conn);
+                // The database answers, yet refused the batch: something in
+                // it is bad. Find what, so that only that fails.
+                if result.is_err() && all.len() > 1 && reachable(&pool) {
+                    isolated = Some(insert_isolating(&pool, &mut all));
+                }
+                Ok(result?)
             });
-            (all, outcomes, result)
+            (all, outcomes, result, isolated)
         });
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             if with_events {
@@ -130,7 +141,7 @@ impl Recorder {
             if with_outcomes {
                 act.writing_outcomes = false;
             }
-            let (all, outcomes, result) = match res {
+            let (all, outcomes, result, isolated) = match res {
                 Ok(done) => done,
                 Err(_) => {
                     log::error!("the blocking pool is gone; nothing more is written");
@@ -144,7 +155,7 @@ impl Recorder {
                     (Err(e), Err(why))
                 }
             };
-            answer(all, &sizes, replies, stored);
+            answer(all, &sizes, replies, stored, isolated);
             match recorded {
                 Ok(done) => {
                     if done.fenced > 0 {
@@ -181,24 +192,64 @@ impl Recorder {
 }
 
 /// Gives each sender of events its own back (`sizes` says how many each
-/// sent), stored, or the error.
+/// sent), stored, or the error: the batch's, or each event's own when the
+/// batch was stored in parts (`isolated`).
 fn answer(
     all: Vec<NewEvent>,
     sizes: &[usize],
     replies: Vec<oneshot::Sender<Stored>>,
     stored: Result<(), BrokerError>,
+    isolated: Option<Vec<diesel::QueryResult<()>>>,
 ) {
-    if let Err(e) = &stored {
-        for reply in replies {
-            let _ = reply.send(Err(e.for_each_of_batch()));
+    let each: Vec<Result<NewEvent, BrokerError>> = match (stored, isolated) {
+        (Ok(()), _) => all.into_iter().map(Ok).collect(),
+        (Err(_), Some(results)) => all
+            .into_iter()
+            .zip(results)
+            .map(|(event, r)| r.map(|()| event).map_err(BrokerError::from))
+            .collect(),
+        (Err(e), None) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.for_each_of_batch()));
+            }
+            return;
         }
-        return;
-    }
+    };
     // Only the dispatcher sends events, one batch at a time, so this is
     // nearly always a single reply; the split keeps any number right.
-    let mut all = all.into_iter();
+    let mut each = each.into_iter();
     for (reply, &n) in replies.into_iter().zip(sizes) {
-        let _ = reply.send(Ok(all.by_ref().take(n).collect()));
+        let _ = reply.send(Ok(each.by_ref().take(n).collect()));
+    }
+}
+
+/// Whether the database answers at all (a fresh connection and a ping).
+fn reachable(pool: &Pool) -> bool {
+    pool.get().is_ok_and(|mut conn| conn.ping().is_ok())
+}
+
+/// Stores a batch that failed as a whole in parts, so that one event the
+/// database refuses (one too large for MySQL's `max_allowed_packet`, after
+/// which MariaDB also drops the connection) cannot fail its neighbours:
+/// halves, each its own transaction on a fresh connection, down to single
+/// events. Answers each event's result, in order.
+fn insert_isolating(pool: &Pool, batch: &mut [NewEvent]) -> Vec<diesel::QueryResult<()>> {
+    let tried = match pool.get() {
+        Ok(mut conn) => db::deliveries::insert_events(&mut conn, batch),
+        Err(e) => Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UnableToSendCommand,
+            Box::new(e.to_string()),
+        )),
+    };
+    match tried {
+        Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+        Err(e) if batch.len() == 1 => vec![Err(e)],
+        Err(_) => {
+            let (a, b) = batch.split_at_mut(batch.len() / 2);
+            let mut results = insert_isolating(pool, a);
+            results.extend(insert_isolating(pool, b));
+            results
+        }
     }
 }
 
@@ -231,10 +282,12 @@ impl Handler<Record> for Recorder {
     }
 }
 
-/// Accepted events and their deliveries, to be stored; answered with them
-/// once they are committed, or with why they could not be.
+/// Accepted events and their deliveries, to be stored; answered with each
+/// once it is committed, or with why it could not be: one error for all
+/// (the database is unreachable), or each event's own (the batch was
+/// refused and stored in parts, so a bad event fails alone).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<NewEvent>, BrokerError>")]
+#[rtype(result = "Result<EachStored, BrokerError>")]
 pub struct Persist(pub Vec<NewEvent>);
 
 impl Handler<Persist> for Recorder {
@@ -243,7 +296,7 @@ impl Handler<Persist> for Recorder {
     fn handle(&mut self, msg: Persist, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         if msg.0.is_empty() {
-            let _ = tx.send(Ok(msg.0));
+            let _ = tx.send(Ok(Vec::new()));
         } else {
             self.events.push((msg.0, tx));
         }
