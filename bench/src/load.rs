@@ -1,6 +1,7 @@
 //! The load generator: awc clients on their own threads, each in its own
-//! actix System, with bounded concurrency (closed loop) or a fixed rate
-//! (paced, open loop), bounded in time and in count.
+//! actix System, with bounded concurrency (closed loop, optionally with
+//! each channel kept on one sender) or a fixed rate (paced, open loop),
+//! bounded in time and in count.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -13,9 +14,11 @@ use crate::util::now_us;
 /// Where the load goes.
 #[derive(Clone)]
 pub enum Target {
-    /// `POST /v1/events` of a broker (or of the bare relay), admin token.
+    /// `POST /v1/events` of a broker (or of the bare relay), admin token;
+    /// with several URLs (instances of one broker) the requests go to them
+    /// in turn.
     Ingest {
-        url: String,
+        urls: Vec<String>,
         bearer: String,
         app_id: String,
     },
@@ -32,6 +35,12 @@ pub enum Pace {
     /// `max_outstanding` in flight (a send due while full is skipped and
     /// counted as behind).
     Paced { rate: f64, max_outstanding: usize },
+    /// Closed loop with `concurrency` senders, each owning the channels
+    /// `ch % concurrency == its index`: a channel's next event is sent only
+    /// after the previous one was answered, so its order is defined (the
+    /// broker must deliver a channel's events in the order of their 202s).
+    /// Event `seq` is `n * channels + ch`, the `n`-th event of channel `ch`.
+    Channels { concurrency: usize },
 }
 
 /// One load phase.
@@ -161,13 +170,24 @@ fn classify(e: &awc::error::SendRequestError) -> String {
     }
 }
 
+/// Which of several ingest URLs event `seq` goes to: the `n`-th event of
+/// channel `ch` to URL `n + ch` (modulo their count), so every channel
+/// moves from one instance to the next at each event and the instances
+/// share the load evenly.
+fn turn(seq: u64, channels: u64) -> usize {
+    let channels = channels.max(1);
+    (seq / channels + seq % channels) as usize
+}
+
+/// Sends event `seq` (to the URL of its [`turn`]).
 async fn send_one(client: &awc::Client, spec: &Spec, seq: u64, round: &Round, load: &Load) {
+    let turn = turn(seq, spec.channels);
     let us = now_us();
     load.started(us);
     let payload = body(&spec.target, seq, spec.channels, spec.run, us);
     let request = match &spec.target {
-        Target::Ingest { url, bearer, .. } => client
-            .post(url.as_str())
+        Target::Ingest { urls, bearer, .. } => client
+            .post(urls[turn % urls.len()].as_str())
             .insert_header(("authorization", bearer.as_str())),
         Target::Direct { url } => client.post(url.as_str()),
     }
@@ -216,6 +236,52 @@ pub fn start(spec: Spec, round: Arc<Round>, load: Arc<Load>) -> Vec<std::thread:
                                     actix_web::rt::spawn(async move {
                                         while let Some(seq) = load.next(spec.max_events, deadline) {
                                             send_one(&client, &spec, seq, &round, &load).await;
+                                        }
+                                    })
+                                })
+                                .collect();
+                            for t in tasks {
+                                let _ = t.await;
+                            }
+                        })
+                    })
+                })
+                .collect()
+        }
+        Pace::Channels { concurrency } => {
+            let channels = spec.channels.max(1);
+            // No more senders than channels: each owns at least one.
+            let senders = concurrency.clamp(1, channels as usize);
+            let threads = spec.threads.clamp(1, senders);
+            let mut first = 0;
+            (0..threads)
+                .map(|t| {
+                    let (spec, round, load) = (spec.clone(), round.clone(), load.clone());
+                    let mine = senders / threads + usize::from(t < senders % threads);
+                    let ids = first..first + mine;
+                    first += mine;
+                    std::thread::spawn(move || {
+                        actix_web::rt::System::new().block_on(async move {
+                            let client = client(mine + 8);
+                            let spec = Arc::new(spec);
+                            let tasks: Vec<_> = ids
+                                .map(|g| {
+                                    let (client, spec) = (client.clone(), spec.clone());
+                                    let (round, load) = (round.clone(), load.clone());
+                                    actix_web::rt::spawn(async move {
+                                        // Sender g's channels, one event each per lap.
+                                        let mine: Vec<u64> =
+                                            (g as u64..channels).step_by(senders).collect();
+                                        'laps: for lap in 0.. {
+                                            for &ch in &mine {
+                                                let seq = lap * channels + ch;
+                                                if seq >= spec.max_events as u64
+                                                    || Instant::now() >= deadline
+                                                {
+                                                    break 'laps;
+                                                }
+                                                send_one(&client, &spec, seq, &round, &load).await;
+                                            }
                                         }
                                     })
                                 })

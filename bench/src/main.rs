@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release --workspace --features mysql
-//! ./target/release/webhook-bench [--quick] [--scenarios S1,S2,...]
+//! ./target/release/webhook-bench [--quick] [--scenarios S1,S2,...,S8,S9]
 //!     [--mysql mysql://root@127.0.0.1:3306] [--out bench-results/latest.json]
 //! ```
 //!
@@ -40,7 +40,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use crate::load::{Load, Pace, Spec, Target};
-use crate::procs::Proc;
+use crate::procs::{Proc, RssSampler};
 use crate::receiver::{Receivers, Round};
 use crate::report::Row;
 use crate::seed::DbState;
@@ -57,12 +57,13 @@ struct Args {
     /// minute), for CI smoke runs.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, comma-separated: S1 to S7, awc, relay (default:
-    /// all). The baselines run whenever S1, S2, S4 or S5 does.
+    /// Scenarios to run, comma-separated: S1 to S9, awc, relay (default:
+    /// all but S8 and S9, which are opt-in). The baselines run whenever
+    /// S1, S2, S4 or S5 does.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// MySQL/MariaDB server for S4; a database is created and dropped.
-    /// `none` skips S4.
+    /// MySQL/MariaDB server for S4 and S9; a database is created and
+    /// dropped. `none` skips them.
     #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
     mysql: String,
     /// Where to write the JSON results.
@@ -109,6 +110,12 @@ struct Settings {
     s6_apps: usize,
     s7_webhooks: usize,
     idle_settle_s: f64,
+    s8_events: usize,
+    s8_webhooks: usize,
+    s8_drain_bound_s: f64,
+    s8_stall_s: f64,
+    s9_webhooks: usize,
+    s9_instances: Vec<usize>,
 }
 
 impl Settings {
@@ -130,6 +137,13 @@ impl Settings {
             s6_apps: if quick { 20 } else { 1_000 },
             s7_webhooks: if quick { 500 } else { 10_000 },
             idle_settle_s: if quick { 1.0 } else { 2.0 },
+            s8_events: if quick { 1_000 } else { 10_000 },
+            s8_webhooks: 10,
+            s8_drain_bound_s: if quick { 60.0 } else { 180.0 },
+            // Longer than a retry (5 s +-20%): heads wait that long.
+            s8_stall_s: 20.0,
+            s9_webhooks: 10,
+            s9_instances: vec![1, 2, 3],
         }
     }
 
@@ -277,9 +291,18 @@ fn slug(id: &str) -> String {
 fn run(args: Args) -> anyhow::Result<bool> {
     let bin = broker_binary()?;
     let s = Settings::new(&args);
-    let all = ["awc", "relay", "S1", "S2", "S3", "S4", "S5", "S6", "S7"];
+    let all = [
+        "awc", "relay", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9",
+    ];
+    // S8 (a restart with a large backlog) and S9 (several instances on
+    // MariaDB, three fresh databases) add over a minute and measure no
+    // target of issue 5: only when asked for.
+    let opt_in = ["S8", "S9"];
     let mut chosen: BTreeSet<String> = if args.scenarios.is_empty() {
-        all.iter().map(|s| s.to_string()).collect()
+        all.iter()
+            .filter(|s| !opt_in.contains(s))
+            .map(|s| s.to_string())
+            .collect()
     } else {
         let mut set = BTreeSet::new();
         for raw in &args.scenarios {
@@ -390,6 +413,18 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "1 event -> many webhooks",
             &mut rows,
         );
+    }
+    if chosen.contains("S8") {
+        let r = bench.s8();
+        push(
+            r.map(|r| vec![r]),
+            "S8",
+            "SQLite, restart with a backlog",
+            &mut rows,
+        );
+    }
+    if chosen.contains("S9") {
+        rows.append(&mut bench.s9(&args.mysql));
     }
 
     report::judge(&mut rows, s.quick);
@@ -510,6 +545,15 @@ impl Bench {
         round
     }
 
+    /// A round that also checks each channel's order (for loads that keep
+    /// a channel's events one after another: [`Pace::Channels`]).
+    fn new_ordered_round(&mut self, hooks: usize, max_events: usize) -> Arc<Round> {
+        self.next_run += 1;
+        let round = Round::ordered(self.next_run, hooks, max_events, self.s.channels);
+        self.receivers.begin(round.clone());
+        round
+    }
+
     /// Shows progress every second until `finished` (or `limit`); answers
     /// the seconds it took and whether it finished.
     fn watch(
@@ -551,9 +595,21 @@ impl Bench {
     /// Waits for the owed deliveries, within the drain bound and while
     /// they keep coming; answers the seconds waited.
     fn drain(&self, id: &str, round: &Round, expected: u64) -> f64 {
+        self.drain_within(id, round, expected, self.s.drain_bound_s, self.s.stall_s)
+    }
+
+    /// [`Bench::drain`] with its own bound and stall, in seconds.
+    fn drain_within(
+        &self,
+        id: &str,
+        round: &Round,
+        expected: u64,
+        bound_s: f64,
+        stall_s: f64,
+    ) -> f64 {
         let t0 = Instant::now();
-        let deadline = t0 + Duration::from_secs_f64(self.s.drain_bound_s);
-        let stall = Duration::from_secs_f64(self.s.stall_s);
+        let deadline = t0 + Duration::from_secs_f64(bound_s);
+        let stall = Duration::from_secs_f64(stall_s);
         let mut last = round.unique.load(Relaxed);
         let mut last_change = t0;
         let mut next = t0 + Duration::from_secs(1);
@@ -589,7 +645,8 @@ impl Bench {
     }
 
     /// One closed-loop or paced HTTP load phase against `target`, then
-    /// the drain; `pid` is the process whose CPU is measured.
+    /// the drain; `pids` are the processes whose CPU is measured (summed).
+    /// Under [`Pace::Channels`] the round also checks channel order.
     fn http_phase(
         &mut self,
         id: &str,
@@ -597,9 +654,13 @@ impl Bench {
         pace: Pace,
         hooks: usize,
         max_events: usize,
-        pid: Option<u32>,
+        pids: &[u32],
     ) -> Measured {
-        let round = self.new_round(hooks, max_events);
+        let round = if matches!(pace, Pace::Channels { .. }) {
+            self.new_ordered_round(hooks, max_events)
+        } else {
+            self.new_round(hooks, max_events)
+        };
         let load = Load::new();
         let spec = Spec {
             target,
@@ -610,7 +671,7 @@ impl Bench {
             channels: self.s.channels,
             run: round.run,
         };
-        let cpu0 = CpuSnap::take(pid);
+        let cpu0 = CpuSnap::take_all(pids);
         let handles = load::start(spec, round.clone(), load.clone());
         let limit = self.s.duration() + Duration::from_secs(40);
         let (load_s, _) = self.watch(id, &load, &round, limit, || {
@@ -625,7 +686,7 @@ impl Bench {
         Measured {
             round,
             load,
-            cpu: CpuSnap::take(pid).since(&cpu0),
+            cpu: CpuSnap::take_all(pids).since(&cpu0),
             unique_at_load_end,
             load_s,
             drain_s,
@@ -669,6 +730,10 @@ impl Bench {
         if m.load_s > 0.0 {
             row.delivered_during_load_per_s = Some(m.unique_at_load_end as f64 / m.load_s);
         }
+        if round.checks_order() {
+            row.order_violations = Some(round.order_violations.load(Relaxed));
+        }
+        row.duplicate_samples = round.duplicate_samples();
         let (us, ms) = round.latencies();
         let q = |v: &[u32], q: f64, scale: f64| quantile(v, q).map(|x| x as f64 / scale);
         row.p50_ms = q(&us, 0.5, 1000.0);
@@ -685,6 +750,7 @@ impl Bench {
             row.cpu_s = Some(cpu);
             if row.deliveries_received > 0 {
                 row.cpu_s_per_10k = Some(cpu / row.deliveries_received as f64 * 10_000.0);
+                row.cpu_s_per_1k = Some(cpu / row.deliveries_received as f64 * 1_000.0);
             }
         }
         row.bench_cpu_s = Some(m.cpu.bench as f64 / CLK_TCK);
@@ -710,6 +776,19 @@ impl Bench {
         if row.errors > 0 {
             row.notes
                 .push(format!("ingest errors: {:?}", row.error_kinds));
+        }
+        if row.duplicates > 0 {
+            let first: Vec<&str> = row
+                .duplicate_samples
+                .iter()
+                .take(3)
+                .map(String::as_str)
+                .collect();
+            row.notes.push(format!(
+                "{} duplicate arrivals (more in the JSON, duplicate_samples): {}",
+                row.duplicates,
+                first.join("; ")
+            ));
         }
         self.log(format!(
             "{}: accepted {} ({}/s), delivered {} ({}/s), p50 {} ms p99 {} ms, errors {}, \
@@ -763,7 +842,7 @@ impl Bench {
             concurrency: self.s.concurrency,
         };
         let cap = self.s.max_events_1_webhook;
-        let m = self.http_phase("awc", target, pace, 1, cap, None);
+        let m = self.http_phase("awc", target, pace, 1, cap, &[]);
         let mut row = Row::new("awc", "bare awc client -> receiver");
         self.fill(&mut row, &m, None);
         self.receivers.end();
@@ -785,7 +864,7 @@ impl Bench {
         let mut relay = Proc::spawn(cmd, &self.dir, "relay", port)?;
         relay.wait_ready("/readyz", Duration::from_secs(20))?;
         let target = Target::Ingest {
-            url: format!("http://127.0.0.1:{port}/v1/events"),
+            urls: vec![format!("http://127.0.0.1:{port}/v1/events")],
             bearer: format!("Bearer {}", self.token),
             app_id: "app_relay".into(),
         };
@@ -793,7 +872,7 @@ impl Bench {
             concurrency: self.s.concurrency,
         };
         let cap = self.s.max_events_1_webhook;
-        let m = self.http_phase("relay", target, pace, 1, cap, Some(relay.pid()));
+        let m = self.http_phase("relay", target, pace, 1, cap, &[relay.pid()]);
         let mut row = Row::new("relay", "bare relay -> receiver");
         row.peak_rss_mb = relay.peak_rss_mb();
         relay.stop(Duration::from_secs(5))?;
@@ -823,11 +902,11 @@ impl Bench {
         broker.wait_ready("/readyz", Duration::from_secs(60))?;
         let app_id = self.setup_app(broker.port, hooks)?;
         let target = Target::Ingest {
-            url: format!("http://127.0.0.1:{}/v1/events", broker.port),
+            urls: vec![format!("http://127.0.0.1:{}/v1/events", broker.port)],
             bearer: format!("Bearer {}", self.token),
             app_id,
         };
-        let m = self.http_phase(id, target, pace, hooks, max_events, Some(broker.pid()));
+        let m = self.http_phase(id, target, pace, hooks, max_events, &[broker.pid()]);
         let mut row = Row::new(id, label);
         row.peak_rss_mb = broker.peak_rss_mb();
         row.webhooks = Some(hooks);
@@ -875,16 +954,9 @@ impl Bench {
                 })
                 .collect::<Vec<_>>()
         };
-        if server.eq_ignore_ascii_case("none") {
-            self.log("S4: skipped (--mysql none)");
-            return skipped("--mysql none".into());
-        }
-        let version = match seed::mysql_version(server) {
+        let version = match self.mysql_server("S4", server) {
             Ok(v) => v,
-            Err(why) => {
-                self.log(format!("S4: skipped: {why}"));
-                return skipped(why);
-            }
+            Err(why) => return skipped(why),
         };
         let mut rows = Vec::new();
         for (id, label, hooks) in labels {
@@ -907,6 +979,15 @@ impl Bench {
             }
         }
         rows
+    }
+
+    /// The server's version, or why S4 (S9) is skipped (logged).
+    fn mysql_server(&self, id: &str, server: &str) -> Result<String, String> {
+        if server.eq_ignore_ascii_case("none") {
+            self.log(format!("{id}: skipped (--mysql none)"));
+            return Err("--mysql none".into());
+        }
+        seed::mysql_version(server).inspect_err(|why| self.log(format!("{id}: skipped: {why}")))
     }
 
     fn s5(&mut self) -> anyhow::Result<Row> {
@@ -1154,4 +1235,400 @@ impl Bench {
         self.receivers.end();
         Ok(row)
     }
+
+    /// S8: a restart with a large backlog. Events go in while the
+    /// receivers answer 503 (each channel's head is retried every 5 s, the
+    /// rest waits), the broker is killed with SIGKILL and started again on
+    /// the same SQLite file and instance id; then the receivers answer 204
+    /// again and the backlog drains.
+    fn s8(&mut self) -> anyhow::Result<Row> {
+        let row = self.s8_run();
+        // Also after a failure: the receivers must not stay down for the
+        // scenarios that follow.
+        self.receivers.end();
+        row
+    }
+
+    fn s8_run(&mut self) -> anyhow::Result<Row> {
+        let (events, hooks) = (self.s.s8_events, self.s.s8_webhooks);
+        let owed = events * hooks;
+        let label = format!(
+            "SQLite, kill -9 and restart with {} deliveries pending",
+            thousands(owed as f64)
+        );
+        self.log(format!(
+            "S8: {} events x {hooks} webhooks over {} channels while the receivers answer 503; \
+             kill -9; restart; receivers back to 204",
+            thousands(events as f64),
+            self.s.channels
+        ));
+        let url = self.sqlite_url("s8");
+        // Heads retry rarely while the receivers are down.
+        let schedule = vec!["5s"; 100].join(",");
+        let extra = [
+            ("BROKER_INSTANCE_ID", "bench-s8"),
+            ("BROKER_RETRY_SCHEDULE", schedule.as_str()),
+        ];
+        self.receivers.set_down(true);
+        let refused0 = self.receivers.refused.load(Relaxed);
+        let mut broker = Proc::broker_with(&self.bin, &self.dir, "s8", &url, &self.token, &extra)?;
+        let rss = RssSampler::start(broker.pid());
+        broker.wait_ready("/readyz", Duration::from_secs(60))?;
+        let app_id = self.setup_app(broker.port, hooks)?;
+        // The broker sends (and meets the 503s) from the start.
+        self.wait_leases_spread(
+            "S8",
+            std::slice::from_ref(&broker),
+            hooks,
+            Duration::from_secs(60),
+        )?;
+        let round = self.new_ordered_round(hooks, events);
+        let load = Load::new();
+        let bound = Duration::from_secs(300);
+        let spec = Spec {
+            target: Target::Ingest {
+                urls: vec![format!("http://127.0.0.1:{}/v1/events", broker.port)],
+                bearer: format!("Bearer {}", self.token),
+                app_id,
+            },
+            pace: Pace::Channels {
+                concurrency: self.s.concurrency,
+            },
+            duration: bound,
+            max_events: events,
+            threads: self.s.generator_threads,
+            channels: self.s.channels,
+            run: round.run,
+        };
+        let handles = load::start(spec, round.clone(), load.clone());
+        let (ingest_s, finished) = self.watch("S8", &load, &round, bound, || {
+            handles.iter().all(|h| h.is_finished())
+        });
+        if !finished {
+            bail!("the ingest did not finish within {bound:?}");
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        let accepted = load.accepted.load(Relaxed);
+        let before_kill_hwm = broker.peak_rss_mb();
+        let before_kill_sampled = rss.peak_mb();
+        broker.kill9()?;
+        let refused_before_kill = self.receivers.refused.load(Relaxed) - refused0;
+        self.log(format!(
+            "S8: {} events accepted in {ingest_s:.1} s ({} answers 503); broker killed with \
+             SIGKILL; restarting it",
+            thousands(accepted as f64),
+            thousands(refused_before_kill as f64)
+        ));
+        let mut broker = Proc::broker_with(
+            &self.bin,
+            &self.dir,
+            "s8-restarted",
+            &url,
+            &self.token,
+            &extra,
+        )?;
+        rss.follow(broker.pid());
+        let ready = broker.wait_ready("/readyz", Duration::from_secs(120))?;
+        self.log(format!(
+            "S8: restarted broker ready (/readyz 200) {:.2} s after spawn; receivers still \
+             down for {:.0} s",
+            ready.as_secs_f64(),
+            self.s.idle_settle_s
+        ));
+        std::thread::sleep(Duration::from_secs_f64(self.s.idle_settle_s));
+        let cpu0 = CpuSnap::take(Some(broker.pid()));
+        let switch_us = now_us();
+        round.mark(switch_us);
+        self.receivers.set_down(false);
+        let refused = self.receivers.refused.load(Relaxed) - refused0;
+        self.log("S8: receivers answer 204 again; draining");
+        let expected = accepted * hooks as u64;
+        let drain_s = self.drain_within(
+            "S8",
+            &round,
+            expected,
+            self.s.s8_drain_bound_s,
+            self.s.s8_stall_s,
+        );
+        let cpu = CpuSnap::take(Some(broker.pid())).since(&cpu0);
+        let restarted_hwm = broker.peak_rss_mb();
+        let samples = rss.samples();
+        let peak = rss.peak_mb();
+        broker.stop(Duration::from_secs(30))?;
+        drop(rss);
+        let mut row = Row::new("S8", &label);
+        let db = match seed::db_state(&url, round.run) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                row.notes
+                    .push(format!("could not read the database after the run: {e:#}"));
+                None
+            }
+        };
+        let m = Measured {
+            round: round.clone(),
+            load,
+            cpu,
+            unique_at_load_end: 0,
+            load_s: ingest_s,
+            drain_s,
+        };
+        self.fill(&mut row, &m, db.as_ref());
+        row.webhooks = Some(hooks);
+        row.ready_s = Some(ready.as_secs_f64());
+        row.peak_rss_mb = peak;
+        row.refused = Some(refused);
+        // Nothing arrives while the receivers are down: the latency of a
+        // delivery is the outage, not the broker's.
+        row.delivered_during_load_per_s = None;
+        (row.p50_ms, row.p99_ms, row.p999_ms) = (None, None, None);
+        row.delivered_per_s = None;
+        let last = round.last_arrival_us();
+        if let Some(first) = round.first_arrival_after_mark_us() {
+            let got = row.deliveries_received as f64;
+            row.first_delivery_s = Some(first.saturating_sub(switch_us) as f64 / 1e6);
+            let all_s = last.saturating_sub(switch_us) as f64 / 1e6;
+            let flowing_s = last.saturating_sub(first).max(1) as f64 / 1e6;
+            row.delivered_per_s = Some(got / flowing_s);
+            if row.deliveries_received >= expected {
+                row.all_delivered_s = Some(all_s);
+            }
+            let wait = first.saturating_sub(switch_us) as f64 / 1e6;
+            row.notes.push(format!(
+                "drain: {} deliveries at {}/s from the first arrival to the last ({:.2} s); \
+                 {}/s counted from the switch back to 204 (the first arrival {wait:.2} s after \
+                 it{})",
+                thousands(got),
+                thousands(got / flowing_s),
+                flowing_s,
+                thousands(got / all_s.max(1e-6)),
+                if wait > 0.5 {
+                    ": the channels' heads wait for their next 5 s retry"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let mb = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0} MB"));
+        row.notes.push(format!(
+            "ingest while the receivers answered 503: {}/s; time to ready after the kill {:.2} s; \
+             peak RSS {} (VmRSS sampled every 100 ms over the whole scenario, {samples} samples; \
+             VmHWM {} before the kill, {} of the restarted broker); {} answers 503 in all; \
+             broker CPU over the drain {:.2} s",
+            thousands(row.accepted_per_s.unwrap_or(0.0)),
+            ready.as_secs_f64(),
+            mb(peak),
+            mb(before_kill_hwm),
+            mb(restarted_hwm),
+            thousands(refused as f64),
+            row.cpu_s.unwrap_or(0.0)
+        ));
+        if before_kill_sampled.is_some() && peak > before_kill_sampled {
+            row.notes
+                .push("the peak came after the restart (the backlog's reload or drain)".into());
+        } else if peak.is_some() {
+            row.notes.push(
+                "the peak came before the kill (ingest while the receivers were down)".into(),
+            );
+        }
+        if self.s.quick {
+            row.notes.push(format!(
+                "quick run: {} deliveries pending instead of 100,000",
+                thousands(owed as f64)
+            ));
+        }
+        self.receivers.end();
+        Ok(row)
+    }
+
+    /// S9: 1, 2 and 3 broker instances on one fresh MariaDB database each
+    /// time, the load spread over them in turn.
+    fn s9(&mut self, server: &str) -> Vec<Row> {
+        let counts = self.s.s9_instances.clone();
+        let hooks = self.s.s9_webhooks;
+        let label = |n: usize| {
+            format!(
+                "MariaDB, {n} instance{}, 1 event -> {hooks} webhooks",
+                if n == 1 { "" } else { "s" },
+            )
+        };
+        let version = match self.mysql_server("S9", server) {
+            Ok(v) => v,
+            Err(why) => {
+                return counts
+                    .iter()
+                    .map(|&n| {
+                        let mut r = Row::new(&format!("S9/{n}"), &label(n));
+                        r.skipped = Some(why.clone());
+                        r
+                    })
+                    .collect()
+            }
+        };
+        let mut rows = Vec::new();
+        for n in counts {
+            let (id, label) = (format!("S9/{n}"), label(n));
+            match self.s9_round(&id, &label, server, n) {
+                Ok(mut r) => {
+                    r.notes.push(format!("server version {version}"));
+                    rows.push(r);
+                }
+                Err(e) => {
+                    eprintln!("error in {id}: {e:#}");
+                    let mut r = Row::new(&id, &label);
+                    r.error = Some(format!("{e:#}").lines().next().unwrap_or("").to_owned());
+                    rows.push(r);
+                }
+            }
+            self.receivers.end();
+        }
+        rows
+    }
+
+    fn s9_round(&mut self, id: &str, label: &str, server: &str, n: usize) -> anyhow::Result<Row> {
+        let hooks = self.s.s9_webhooks;
+        self.log(format!("{id}: {label}"));
+        let db = seed::MysqlDb::create(server)?;
+        let mut brokers = Vec::with_capacity(n);
+        // One after another: the first creates the schema.
+        for i in 0..n {
+            let instance = format!("bench-s9-{i}");
+            let mut broker = Proc::broker_with(
+                &self.bin,
+                &self.dir,
+                &format!("s9-{n}-{i}"),
+                &db.url,
+                &self.token,
+                &[("BROKER_INSTANCE_ID", instance.as_str())],
+            )?;
+            broker.wait_ready("/readyz", Duration::from_secs(60))?;
+            brokers.push(broker);
+        }
+        let app_id = self.setup_app(brokers[0].port, hooks)?;
+        let spread = self.wait_leases_spread(id, &brokers, hooks, Duration::from_secs(90))?;
+        let target = Target::Ingest {
+            urls: brokers
+                .iter()
+                .map(|b| format!("http://127.0.0.1:{}/v1/events", b.port))
+                .collect(),
+            bearer: format!("Bearer {}", self.token),
+            app_id,
+        };
+        let pids: Vec<u32> = brokers.iter().map(|b| b.pid()).collect();
+        let pace = Pace::Channels {
+            concurrency: self.s.concurrency,
+        };
+        let cap = self.s.max_events_10_webhooks;
+        let m = self.http_phase(id, target, pace, hooks, cap, &pids);
+        let after = lease_counts(&brokers);
+        let mut row = Row::new(id, label);
+        row.instances = Some(n);
+        row.webhooks = Some(hooks);
+        row.peak_rss_mb = brokers
+            .iter()
+            .filter_map(|b| b.peak_rss_mb())
+            .reduce(f64::max);
+        let rss: Vec<String> = brokers
+            .iter()
+            .map(|b| b.peak_rss_mb().map_or("–".into(), |v| format!("{v:.0}")))
+            .collect();
+        for b in &mut brokers {
+            b.stop(Duration::from_secs(30))?;
+        }
+        let state = match seed::db_state(&db.url, m.round.run) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                row.notes
+                    .push(format!("could not read the database after the run: {e:#}"));
+                None
+            }
+        };
+        self.fill(&mut row, &m, state.as_ref());
+        row.notes.push(format!(
+            "leases spread {:.1} s after the webhooks were made ({}); after the load: {}; \
+             peak RSS per instance {} MB; CPU is the sum over the instances ({:.1} s), {:.3} s \
+             per 1,000 deliveries",
+            spread.0.as_secs_f64(),
+            show_counts(&spread.1),
+            show_counts(&after),
+            rss.join(" / "),
+            row.cpu_s.unwrap_or(0.0),
+            row.cpu_s_per_1k.unwrap_or(0.0)
+        ));
+        drop(db);
+        Ok(row)
+    }
+
+    /// Waits until the instances hold all `hooks` leases between them,
+    /// none more than its fair share (ceil(hooks / instances)) and each at
+    /// least one (when there are no more instances than webhooks); answers
+    /// how long it took and each one's count.
+    fn wait_leases_spread(
+        &self,
+        id: &str,
+        brokers: &[Proc],
+        hooks: usize,
+        within: Duration,
+    ) -> anyhow::Result<(Duration, Vec<Option<u64>>)> {
+        let t0 = Instant::now();
+        let mut next = t0 + Duration::from_secs(2);
+        loop {
+            let counts = lease_counts(brokers);
+            let sum: u64 = counts.iter().flatten().sum();
+            // Settled: every instance within its fair share (ceil), so
+            // none is about to shed leases during the load; and, when there
+            // are no more instances than webhooks, every one holds some.
+            let share = hooks.div_ceil(brokers.len().max(1)) as u64;
+            let each = counts
+                .iter()
+                .all(|c| c.is_some_and(|c| c <= share && (brokers.len() > hooks || c > 0)));
+            if sum == hooks as u64 && each {
+                self.log(format!(
+                    "{id}: leases spread in {:.1} s: {}",
+                    t0.elapsed().as_secs_f64(),
+                    show_counts(&counts)
+                ));
+                return Ok((t0.elapsed(), counts));
+            }
+            if t0.elapsed() > within {
+                bail!(
+                    "the {hooks} webhook leases were not spread over the {} instances within \
+                     {within:?}: {}",
+                    brokers.len(),
+                    show_counts(&counts)
+                );
+            }
+            if Instant::now() >= next {
+                next += Duration::from_secs(2);
+                self.log(format!(
+                    "{id}: waiting for the leases to spread: {}",
+                    show_counts(&counts)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The gauge of webhook leases each instance holds (`None`: unreadable).
+fn lease_counts(brokers: &[Proc]) -> Vec<Option<u64>> {
+    brokers
+        .iter()
+        .map(|b| {
+            util::gauge(b.port, "webhook_broker_webhook_leases_held")
+                .ok()
+                .map(|v| v as u64)
+        })
+        .collect()
+}
+
+/// "5 + 5": the instances' lease counts.
+fn show_counts(counts: &[Option<u64>]) -> String {
+    counts
+        .iter()
+        .map(|c| c.map_or("?".into(), |c| c.to_string()))
+        .collect::<Vec<_>>()
+        .join(" + ")
 }

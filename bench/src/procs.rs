@@ -1,10 +1,13 @@
 //! Child processes: the real broker binary (and the relay baseline), with
 //! their logs in the bench's temp directory, readiness polling, CPU and
-//! memory readings, and a clean stop (SIGTERM, then SIGKILL after a bound).
+//! memory readings (and a VmRSS sampler that outlives one process), a clean
+//! stop (SIGTERM, then SIGKILL after a bound) and a crash (SIGKILL).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -52,6 +55,19 @@ impl Proc {
         database_url: &str,
         token: &str,
     ) -> anyhow::Result<Proc> {
+        Proc::broker_with(bin, dir, name, database_url, token, &[])
+    }
+
+    /// [`Proc::broker`] with `extra` environment variables on top (an
+    /// instance id, a retry schedule).
+    pub fn broker_with(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        database_url: &str,
+        token: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let port = crate::util::free_port()?;
         let mut cmd = Command::new(bin);
         cmd.env("DATABASE_URL", database_url)
@@ -60,6 +76,9 @@ impl Proc {
             .env("BROKER_ALLOW_PRIVATE_TARGETS", "true")
             // Bounds the stop at the end of a scenario; nothing else changes.
             .env("BROKER_SHUTDOWN_GRACE", "5s");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
         Proc::spawn(cmd, dir, name, port)
     }
 
@@ -109,6 +128,15 @@ impl Proc {
         status_kb(self.pid(), "VmRSS").map(|kb| kb as f64 / 1024.0)
     }
 
+    /// `kill -9`: a crash, nothing finishes.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.child.kill()?;
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `within`.
     pub fn stop(&mut self, within: Duration) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_some() {
@@ -148,6 +176,73 @@ impl Drop for Proc {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Samples VmRSS of one process every 100 ms on a thread of its own and
+/// keeps the highest reading; [`RssSampler::follow`] moves it to another
+/// process (a restarted broker), keeping the peak.
+pub struct RssSampler {
+    pid: Arc<AtomicU32>,
+    peak_kb: Arc<AtomicU64>,
+    samples: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let pid = Arc::new(AtomicU32::new(pid));
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (pid, peak_kb, samples, stop) =
+                (pid.clone(), peak_kb.clone(), samples.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("rss-sampler".into())
+                .spawn(move || {
+                    while !stop.load(Relaxed) {
+                        if let Some(kb) = status_kb(pid.load(Relaxed), "VmRSS") {
+                            peak_kb.fetch_max(kb, Relaxed);
+                            samples.fetch_add(1, Relaxed);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                })
+                .ok()
+        };
+        RssSampler {
+            pid,
+            peak_kb,
+            samples,
+            stop,
+            thread,
+        }
+    }
+
+    /// From now on, sample `pid`.
+    pub fn follow(&self, pid: u32) {
+        self.pid.store(pid, Relaxed);
+    }
+
+    /// The highest VmRSS sampled so far, MB (`None` before any sample).
+    pub fn peak_mb(&self) -> Option<f64> {
+        let kb = self.peak_kb.load(Relaxed);
+        (kb > 0).then_some(kb as f64 / 1024.0)
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.samples.load(Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The fast receivers: one actix-web server answering 204 on `/r/{k}` (one
 //! path per webhook), timestamping every arrival and counting it per
-//! (seq, k) slot of the current round, so duplicates and losses show.
+//! (seq, k) slot of the current round, so duplicates and losses show. A
+//! switch makes them answer 503 instead (a receiver that is down: S8), and
+//! a round can check that each webhook's first arrivals of a channel come
+//! in increasing seq (S8, S9).
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 
 use crate::util::now_us;
@@ -44,12 +47,45 @@ pub struct Round {
     pub stray: AtomicU64,
     pub malformed: AtomicU64,
     last_us: AtomicU64,
+    /// First arrival after [`Round::mark`], epoch µs (`u64::MAX`: none yet).
+    first_after_mark_us: AtomicU64,
+    mark_us: AtomicU64,
     lats: Mutex<Vec<Lat>>,
+    /// With order checking: the channel count and, per (webhook, channel),
+    /// the highest seq + 1 whose first arrival was seen.
+    order: Option<(u64, Box<[AtomicU64]>)>,
+    /// First arrivals of a (webhook, channel) whose seq is below one that
+    /// arrived before them.
+    pub order_violations: AtomicU64,
+    /// With order checking: each slot's first arrival, ms after the
+    /// round began (0: none), to time the duplicates.
+    first_ms: Box<[AtomicU32]>,
+    began_us: u64,
+    /// The first few duplicates, described.
+    duplicate_samples: Mutex<Vec<String>>,
 }
+
+/// How many duplicates a round describes.
+const DUPLICATE_SAMPLES: usize = 20;
 
 impl Round {
     pub fn new(run: u32, hooks: usize, max_events: usize) -> Arc<Round> {
+        Round::build(run, hooks, max_events, None)
+    }
+
+    /// A round that also checks channel order: event `seq` is on channel
+    /// `seq % channels` (as the load generator builds it), and each
+    /// webhook's first arrivals of a channel must come in increasing seq.
+    pub fn ordered(run: u32, hooks: usize, max_events: usize, channels: u64) -> Arc<Round> {
+        Round::build(run, hooks, max_events, Some(channels.max(1)))
+    }
+
+    fn build(run: u32, hooks: usize, max_events: usize, channels: Option<u64>) -> Arc<Round> {
         let n = hooks * max_events;
+        let order = channels.map(|c| {
+            let cells = hooks * c as usize;
+            (c, (0..cells).map(|_| AtomicU64::new(0)).collect())
+        });
         Arc::new(Round {
             run,
             hooks,
@@ -61,8 +97,36 @@ impl Round {
             stray: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
+            first_after_mark_us: AtomicU64::new(u64::MAX),
+            mark_us: AtomicU64::new(u64::MAX),
             lats: Mutex::new(Vec::with_capacity(n.min(1 << 20))),
+            first_ms: match channels {
+                Some(_) => (0..n).map(|_| AtomicU32::new(0)).collect(),
+                None => Box::new([]),
+            },
+            began_us: now_us(),
+            order,
+            order_violations: AtomicU64::new(0),
+            duplicate_samples: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Whether this round checks channel order.
+    pub fn checks_order(&self) -> bool {
+        self.order.is_some()
+    }
+
+    /// Notes the moment `us` (epoch µs): [`Round::first_arrival_after_mark_us`]
+    /// then answers the first arrival from it on.
+    pub fn mark(&self, us: u64) {
+        self.first_after_mark_us.store(u64::MAX, Relaxed);
+        self.mark_us.store(us, Relaxed);
+    }
+
+    /// The first arrival at or after the last [`Round::mark`], epoch µs.
+    pub fn first_arrival_after_mark_us(&self) -> Option<u64> {
+        let us = self.first_after_mark_us.load(Relaxed);
+        (us != u64::MAX).then_some(us)
     }
 
     /// The load generator got a 2xx (or Ok) for `seq`.
@@ -72,7 +136,13 @@ impl Round {
         }
     }
 
-    fn record(&self, k: usize, body: &[u8], now: u64) {
+    /// Descriptions of the first duplicates: event, webhook, channel,
+    /// `webhook-id`, and how long after the first arrival (ordered rounds).
+    pub fn duplicate_samples(&self) -> Vec<String> {
+        self.duplicate_samples.lock().expect("samples lock").clone()
+    }
+
+    fn record(&self, k: usize, body: &[u8], now: u64, delivery_id: &str) {
         let Ok(p) = serde_json::from_slice::<Probe>(body) else {
             self.malformed.fetch_add(1, Relaxed);
             return;
@@ -81,12 +151,48 @@ impl Round {
             self.stray.fetch_add(1, Relaxed);
             return;
         }
-        let prev = self.slots[p.seq as usize * self.hooks + k].fetch_add(1, Relaxed);
+        let slot = p.seq as usize * self.hooks + k;
+        let prev = self.slots[slot].fetch_add(1, Relaxed);
         self.arrivals.fetch_add(1, Relaxed);
+        let since_ms = (now.saturating_sub(self.began_us) / 1000).clamp(1, u32::MAX as u64) as u32;
+        if prev == 0 {
+            if let Some(first) = self.first_ms.get(slot) {
+                first.store(since_ms, Relaxed);
+            }
+        } else {
+            let mut samples = self.duplicate_samples.lock().expect("samples lock");
+            if samples.len() < DUPLICATE_SAMPLES {
+                let after = match self.first_ms.get(slot).map(|f| f.load(Relaxed)) {
+                    Some(f) if f > 0 => {
+                        format!(", {} ms after the first", since_ms.saturating_sub(f))
+                    }
+                    _ => String::new(),
+                };
+                let channel = self
+                    .order
+                    .as_ref()
+                    .map_or(String::new(), |(c, _)| format!(" channel ch-{}", p.seq % c));
+                samples.push(format!(
+                    "seq {} webhook {k}{channel} webhook-id {delivery_id}: arrival {}{after}",
+                    p.seq,
+                    prev + 1
+                ));
+            }
+        }
         if prev == 0 {
             self.unique.fetch_add(1, Relaxed);
+            if let Some((channels, highest)) = &self.order {
+                let cell = &highest[k * *channels as usize + (p.seq % channels) as usize];
+                // A first arrival below one already seen: out of order.
+                if cell.fetch_max(p.seq + 1, Relaxed) > p.seq + 1 {
+                    self.order_violations.fetch_add(1, Relaxed);
+                }
+            }
         }
         self.last_us.fetch_max(now, Relaxed);
+        if now >= self.mark_us.load(Relaxed) {
+            self.first_after_mark_us.fetch_min(now, Relaxed);
+        }
         let us = now.saturating_sub(p.sent_us).min(u32::MAX as u64) as u32;
         let ms = ((now / 1000) as i64 - p.event_time).clamp(0, u32::MAX as i64) as u32;
         self.lats.lock().expect("latency lock").push(Lat { us, ms });
@@ -149,18 +255,29 @@ pub struct Accounting {
     pub unacknowledged_delivered: u64,
 }
 
-/// The receiver server's shared state: the current round, if any.
+/// The receiver server's shared state: the current round, if any, and
+/// whether the receivers are "down" (answer 503 and record nothing).
 #[derive(Default)]
 pub struct Receivers {
     current: RwLock<Option<Arc<Round>>>,
+    down: AtomicBool,
+    /// Requests answered 503 while down.
+    pub refused: AtomicU64,
 }
 
 impl Receivers {
+    /// `true`: every request is answered 503 and not recorded (a receiver
+    /// that is down); `false`: back to 204.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Relaxed);
+    }
+
     pub fn begin(&self, round: Arc<Round>) {
         *self.current.write().expect("round lock") = Some(round);
     }
 
     pub fn end(&self) {
+        self.set_down(false);
         *self.current.write().expect("round lock") = None;
     }
 
@@ -170,13 +287,23 @@ impl Receivers {
 }
 
 async fn receive(
+    req: HttpRequest,
     path: web::Path<usize>,
     body: web::Bytes,
     state: web::Data<Arc<Receivers>>,
 ) -> HttpResponse {
     let now = now_us();
+    if state.down.load(Relaxed) {
+        state.refused.fetch_add(1, Relaxed);
+        return HttpResponse::ServiceUnavailable().finish();
+    }
     if let Some(round) = state.round() {
-        round.record(path.into_inner(), &body, now);
+        let id = req
+            .headers()
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        round.record(path.into_inner(), &body, now, id);
     }
     HttpResponse::NoContent().finish()
 }

@@ -73,6 +73,20 @@ pub struct Row {
     pub build_s: Option<f64>,
     pub ready_s: Option<f64>,
     pub all_delivered_s: Option<f64>,
+    /// Broker instances sharing the database (S9).
+    pub instances: Option<usize>,
+    /// First arrivals of a (webhook, channel) below a seq that had already
+    /// arrived (S8, S9, whose loaders keep each channel's events in order).
+    pub order_violations: Option<u64>,
+    /// Broker CPU seconds per 1,000 deliveries received (S9: all instances).
+    pub cpu_s_per_1k: Option<f64>,
+    /// S8: receivers' 503 answers while "down".
+    pub refused: Option<u64>,
+    /// S8: from the receivers' switch back to 204 to the first arrival.
+    pub first_delivery_s: Option<f64>,
+    /// The first few duplicate arrivals, described (event, webhook,
+    /// channel, delivery id, time after the first arrival).
+    pub duplicate_samples: Vec<String>,
     pub db: BTreeMap<String, i64>,
     pub vs_awc: Option<f64>,
     pub vs_relay: Option<f64>,
@@ -161,6 +175,48 @@ fn ratio(v: f64) -> String {
     format!("{v:.2}x")
 }
 
+fn no_order_violations(v: Option<u64>) -> Check {
+    match v {
+        None => Check {
+            ok: false,
+            text: "channel order not checked".into(),
+        },
+        Some(0) => Check {
+            ok: true,
+            text: "0 order violations".into(),
+        },
+        Some(n) => Check {
+            ok: false,
+            text: format!("{n} deliveries out of channel order"),
+        },
+    }
+}
+
+/// Figures shown after the verdict whatever it is (S8, S9 have no speed
+/// target of issue 5).
+fn figures(r: &Row) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.id == "S8" {
+        if let Some(v) = r.ready_s {
+            out.push(format!("ready {}", secs(v)));
+        }
+        if let Some(v) = r.peak_rss_mb {
+            out.push(format!("peak RSS {}", mb(v)));
+        }
+        if let Some(v) = r.delivered_per_s {
+            out.push(format!("drain {}", per_s(v)));
+        }
+        if let Some(v) = r.all_delivered_s {
+            out.push(format!("all in {} after the switch", secs(v)));
+        }
+    } else if r.id.starts_with("S9") {
+        if let Some(v) = r.cpu_s_per_1k {
+            out.push(format!("CPU {v:.3} s/1k deliveries"));
+        }
+    }
+    out
+}
+
 /// Fills ratios, targets and verdicts.
 pub fn judge(rows: &mut [Row], quick: bool) {
     let base = |id: &str, rows: &[Row]| {
@@ -228,6 +284,10 @@ pub fn judge(rows: &mut [Row], quick: bool) {
                 "all 10,000 delivered <= 2 s",
                 vec![at_most("all in", r.all_delivered_s, 2.0, secs)],
             ),
+            "S8" | "S9/1" | "S9/2" | "S9/3" => (
+                "in channel order, nothing lost",
+                vec![no_order_violations(r.order_violations)],
+            ),
             _ => ("", vec![]),
         };
         r.target = target.into();
@@ -267,6 +327,9 @@ pub fn judge(rows: &mut [Row], quick: bool) {
                 thousands(r.deliveries_received as f64),
                 r.unrecorded as f64 / r.deliveries_received as f64 * 100.0
             ));
+        }
+        for f in figures(r) {
+            result.push_str(&format!("; {f}"));
         }
         if quick && !checks.is_empty() {
             result.push_str(" (quick)");

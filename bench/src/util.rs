@@ -84,6 +84,32 @@ pub fn http(
     Ok((status, body))
 }
 
+/// The sum of gauge `name` on the `/metrics` of 127.0.0.1:`port` (over
+/// its label sets), or why it cannot be had.
+pub fn gauge(port: u16, name: &str) -> Result<f64, String> {
+    let (status, text) =
+        http(port, "GET", "/metrics", None, "").map_err(|e| format!("GET /metrics: {e}"))?;
+    if status != 200 {
+        return Err(format!("GET /metrics answered {status}"));
+    }
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("unreadable line {line:?}"))?;
+        *total.get_or_insert(0.0) += value;
+    }
+    total.ok_or_else(|| format!("no {name} on /metrics"))
+}
+
 /// The value at quantile `q` of sorted values (nearest rank).
 pub fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
     if sorted.is_empty() {
@@ -172,11 +198,19 @@ pub struct CpuDelta {
 
 impl CpuSnap {
     pub fn take(target: Option<u32>) -> CpuSnap {
+        CpuSnap::take_all(target.as_slice())
+    }
+
+    /// With the measured CPU the sum over `targets` (several broker
+    /// instances); none: no measured process.
+    pub fn take_all(targets: &[u32]) -> CpuSnap {
+        let target = (!targets.is_empty())
+            .then(|| targets.iter().map(|&pid| cpu_ticks(pid).unwrap_or(0)).sum());
         CpuSnap {
             at: std::time::Instant::now(),
             system: system_busy_ticks(),
             bench: cpu_ticks(std::process::id()).unwrap_or(0),
-            target: target.and_then(cpu_ticks),
+            target,
             database: database_server_ticks(),
         }
     }

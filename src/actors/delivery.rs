@@ -82,6 +82,8 @@ impl Outbox {
     }
 }
 
+/// How many finished delivery ids an actor remembers (see `finished`).
+const FINISHED_KEPT: usize = 4096;
 /// The most deliveries one backlog page reads.
 const PAGE: usize = 500;
 /// A backlogged actor reads its next page when it holds fewer than this.
@@ -155,6 +157,13 @@ pub struct WebhookDelivery {
     page_timer: bool,
     channels: HashMap<String, ChannelQueue>,
     held: HashSet<String>,
+    /// The last deliveries this actor finished, newest last: a page or a
+    /// hand-off can bring one back before its outcome is written (with
+    /// several instances, a page may read what the dispatcher also hands
+    /// over), and it must not be sent twice. Keyed by `(seq, id)`: a retry
+    /// or recover gives the delivery a new number, and then it goes again.
+    finished: HashSet<Cursor>,
+    finished_order: VecDeque<Cursor>,
     in_flight: usize,
     /// Due deliveries held back by the webhook's rate limit or concurrency
     /// cap, in the order they became due (each a different channel's head).
@@ -195,6 +204,8 @@ impl WebhookDelivery {
             page_timer: false,
             channels: HashMap::new(),
             held: HashSet::new(),
+            finished: HashSet::new(),
+            finished_order: VecDeque::new(),
             in_flight: 0,
             throttled: VecDeque::new(),
             recent: VecDeque::new(),
@@ -291,7 +302,7 @@ impl WebhookDelivery {
         // The same delivery can arrive twice (a page re-reading what is
         // held, a requeue racing a claim); holding it once keeps it to one
         // attempt at a time.
-        if !self.held.insert(job.delivery_id.clone()) {
+        if self.finished.contains(&job.order_key()) || !self.held.insert(job.delivery_id.clone()) {
             return;
         }
         self.outbox.in_memory.fetch_add(1, Ordering::Relaxed);
@@ -325,6 +336,14 @@ impl WebhookDelivery {
 
     /// A job is finished (succeeded or failed for good): let its channel go on.
     fn release(&mut self, job: &DeliveryJob, ctx: &mut Context<Self>) {
+        if self.finished.insert(job.order_key()) {
+            self.finished_order.push_back(job.order_key());
+            if self.finished_order.len() > FINISHED_KEPT {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
         if self.held.remove(&job.delivery_id) {
             self.outbox.in_memory.fetch_sub(1, Ordering::Relaxed);
             metrics().deliveries_pending.dec();
