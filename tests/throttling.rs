@@ -192,7 +192,7 @@ async fn a_rate_limit_of_50_spreads_a_burst_of_2000_over_time_in_order(store: St
     assert!(throttled >= 1000, "held-back deliveries are counted");
     // The wait was not an attempt: each delivery succeeded at its first.
     let d = app
-        .delivery(
+        .settled_delivery(
             &key,
             r.body["id"].as_str().unwrap(),
             got[1999].header("webhook-id").unwrap(),

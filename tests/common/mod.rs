@@ -296,6 +296,20 @@ impl TestApp {
         .await
     }
 
+    /// One delivery once its outcome is written: the receiver sees a request
+    /// before the recorder's batched write lands, so a log read right after
+    /// the last arrival can still say `pending`.
+    pub async fn settled_delivery(&self, key: &str, webhook: &str, delivery: &str) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.delivery(key, webhook, delivery).await;
+            if r.body["status"] != "pending" || Instant::now() >= deadline {
+                return r;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Ingests an event over HTTP; returns the reply.
     pub async fn send_event(&self, app_id: &str, event: &str, channel: Value) -> Reply {
         self.call(
