@@ -261,6 +261,8 @@ pub struct Accounting {
 pub struct Receivers {
     current: RwLock<Option<Arc<Round>>>,
     down: AtomicBool,
+    /// Receiver paths `/r/{k}` (bit k, k < 64) that are down on their own.
+    down_paths: AtomicU64,
     /// Requests answered 503 while down.
     pub refused: AtomicU64,
 }
@@ -272,12 +274,27 @@ impl Receivers {
         self.down.store(down, Relaxed);
     }
 
+    /// Only `/r/{k}` down (`true`) or back (`false`); k < 64.
+    pub fn set_path_down(&self, k: usize, down: bool) {
+        let bit = 1u64 << k;
+        if down {
+            self.down_paths.fetch_or(bit, Relaxed);
+        } else {
+            self.down_paths.fetch_and(!bit, Relaxed);
+        }
+    }
+
+    fn is_down(&self, k: usize) -> bool {
+        self.down.load(Relaxed) || (k < 64 && self.down_paths.load(Relaxed) & (1 << k) != 0)
+    }
+
     pub fn begin(&self, round: Arc<Round>) {
         *self.current.write().expect("round lock") = Some(round);
     }
 
     pub fn end(&self) {
         self.set_down(false);
+        self.down_paths.store(0, Relaxed);
         *self.current.write().expect("round lock") = None;
     }
 
@@ -293,7 +310,8 @@ async fn receive(
     state: web::Data<Arc<Receivers>>,
 ) -> HttpResponse {
     let now = now_us();
-    if state.down.load(Relaxed) {
+    let k = path.into_inner();
+    if state.is_down(k) {
         state.refused.fetch_add(1, Relaxed);
         return HttpResponse::ServiceUnavailable().finish();
     }
@@ -303,7 +321,7 @@ async fn receive(
             .get("webhook-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        round.record(path.into_inner(), &body, now, id);
+        round.record(k, &body, now, id);
     }
     HttpResponse::NoContent().finish()
 }

@@ -82,6 +82,9 @@ pub struct Row {
     pub cpu_s_per_1k: Option<f64>,
     /// S8: receivers' 503 answers while "down".
     pub refused: Option<u64>,
+    /// S10: events accepted per second for the webhook whose receiver is
+    /// down (the healthy one's are `accepted_per_s`).
+    pub down_accepted_per_s: Option<f64>,
     /// S8: from the receivers' switch back to 204 to the first arrival.
     pub first_delivery_s: Option<f64>,
     /// The first few duplicate arrivals, described (event, webhook,
@@ -283,6 +286,15 @@ pub fn judge(rows: &mut [Row], quick: bool) {
             "S7" => (
                 "all 10,000 delivered <= 2 s",
                 vec![at_most("all in", r.all_delivered_s, 2.0, secs)],
+            ),
+            "S10" | "S10/MariaDB" => (
+                "RSS <= 200 MB, healthy p99 <= 50 ms at 4,000 + 1,000 ev/s, nothing lost",
+                vec![
+                    at_most("RSS", r.peak_rss_mb, 200.0, mb),
+                    at_most("healthy p99", r.p99_ms, 50.0, ms),
+                    // The pace held: 4,000 ev/s less 2% for the ramp.
+                    at_least("down ingest", r.down_accepted_per_s, 3_920.0, per_s),
+                ],
             ),
             "S8" | "S9/1" | "S9/2" | "S9/3" => (
                 "in channel order, nothing lost",
