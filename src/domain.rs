@@ -416,6 +416,121 @@ pub enum DomainError {
     InvalidMaxConcurrency(String),
 }
 
+/// Gives a status enum its one word per variant (`as_str`, `parse`) and
+/// Diesel's `Text` mapping on every backend (the `MultiConnection` one
+/// included): the column holds the same lowercase word the API writes.
+macro_rules! stored_as_text {
+    ($t:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $t {
+            /// The stored and wire form.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($t::$variant => $word,)+
+                }
+            }
+
+            /// The stored and wire form back; `None` for anything else.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($word => Some($t::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl<DB: diesel::backend::Backend> diesel::serialize::ToSql<diesel::sql_types::Text, DB>
+            for $t
+        where
+            str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+        {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut diesel::serialize::Output<'b, '_, DB>,
+            ) -> diesel::serialize::Result {
+                <str as diesel::serialize::ToSql<diesel::sql_types::Text, DB>>::to_sql(
+                    self.as_str(),
+                    out,
+                )
+            }
+        }
+
+        impl<DB: diesel::backend::Backend> diesel::deserialize::FromSql<diesel::sql_types::Text, DB>
+            for $t
+        where
+            String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
+        {
+            fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
+                let stored = <String as diesel::deserialize::FromSql<
+                    diesel::sql_types::Text,
+                    DB,
+                >>::from_sql(bytes)?;
+                <$t>::parse(&stored).ok_or_else(|| {
+                    format!("unknown {} `{stored}` in the database", stringify!($t)).into()
+                })
+            }
+        }
+    };
+}
+
+/// Whether a webhook receives deliveries: `webhooks.status`, and the
+/// webhook's `status` in the API.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    utoipa::ToSchema,
+    diesel::AsExpression,
+    diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookStatus {
+    /// Receives deliveries.
+    Enabled,
+    /// Receives nothing; its pending deliveries are kept.
+    Disabled,
+}
+
+stored_as_text!(WebhookStatus {
+    Enabled => "enabled",
+    Disabled => "disabled",
+});
+
+/// Where a delivery stands: `deliveries.status`, and a delivery's
+/// `status` in the API.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    utoipa::ToSchema,
+    diesel::AsExpression,
+    diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Succeeded,
+    /// Retries are exhausted, or the receiver refused it for good.
+    Failed,
+}
+
+stored_as_text!(DeliveryStatus {
+    Pending => "pending",
+    Succeeded => "succeeded",
+    Failed => "failed",
+});
+
 /// The most requests in flight to one webhook that `maxConcurrency` may allow.
 pub const MAX_CONCURRENCY: u32 = 1000;
 /// `maxConcurrency` when none is given: enough to keep a receiver with a
@@ -518,6 +633,24 @@ pub fn rate_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_reads_back_what_it_writes_and_nothing_else() {
+        for s in [WebhookStatus::Enabled, WebhookStatus::Disabled] {
+            assert_eq!(WebhookStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Succeeded,
+            DeliveryStatus::Failed,
+        ] {
+            assert_eq!(DeliveryStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(WebhookStatus::parse("Enabled"), None);
+        assert_eq!(DeliveryStatus::parse("done"), None);
+    }
 
     fn headers(v: Value) -> Result<CustomHeaders, DomainError> {
         CustomHeaders::parse(v.as_object().expect("an object"))

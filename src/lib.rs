@@ -20,6 +20,7 @@ pub mod policy;
 pub mod signature;
 pub mod ssrf;
 pub mod startup;
+pub mod subscription;
 pub mod systemd;
 
 pub use actors::dispatcher::{ChannelEvent, EventAccepted};

@@ -462,7 +462,7 @@ fn webhook_row(app_id: &str, uri: &str) -> WebhookRow {
         uri: uri.to_owned(),
         events: "channel_live".into(),
         secret: webhook_broker::signature::generate_secret(),
-        status: "enabled".into(),
+        status: webhook_broker::domain::WebhookStatus::Enabled,
         disabled_reason: None,
         disabled_at: None,
         created_at: now,

@@ -994,7 +994,7 @@ fn old_succeeded_rows(app: &TestApp, n: usize) {
                 event_id: event.id.clone(),
                 webhook_id: "wh_ancient".into(),
                 channel_id: None,
-                status: "succeeded".into(),
+                status: webhook_broker::domain::DeliveryStatus::Succeeded,
                 attempts: 1,
                 next_attempt_at: 1_000,
                 last_status_code: Some(200),

@@ -7,9 +7,10 @@ mod common;
 
 use diesel::prelude::*;
 use webhook_broker::db::deliveries::{record_attempts, AttemptOutcome, NewEvent};
-use webhook_broker::db::models::{status, AttemptRow, DeliveryRow, EventRow, WebhookRow};
+use webhook_broker::db::models::{AttemptRow, DeliveryRow, EventRow, WebhookRow};
 use webhook_broker::db::schema::{deliveries, delivery_attempts, webhook_leases, webhooks};
 use webhook_broker::db::{self, DbConn};
+use webhook_broker::domain::{DeliveryStatus, WebhookStatus};
 
 use common::{Store, TestDb};
 
@@ -31,7 +32,7 @@ fn webhook_row(id: &str, app_id: &str) -> WebhookRow {
         uri: "https://example.com/hook".into(),
         events: "channel_live".into(),
         secret: "whsec_test".into(),
-        status: "enabled".into(),
+        status: WebhookStatus::Enabled,
         disabled_reason: None,
         disabled_at: None,
         created_at: 1,
@@ -69,7 +70,7 @@ fn outbox(store: Store, n: usize) -> Option<Outbox> {
             event_id: event.id.clone(),
             webhook_id: webhook_id.clone(),
             channel_id: None,
-            status: status::PENDING.into(),
+            status: DeliveryStatus::Pending,
             attempts: 0,
             next_attempt_at: 1,
             last_status_code: None,
@@ -112,7 +113,7 @@ fn attempt(delivery: &str, n: i32, code: Option<i32>, error: Option<&str>) -> At
 
 fn outcome(
     outbox: &Outbox,
-    state: &'static str,
+    state: DeliveryStatus,
     next: i64,
     delivered: Option<i64>,
 ) -> AttemptOutcome {
@@ -153,26 +154,26 @@ fn a_mixed_batch_leaves_each_delivery_with_its_last_outcome(store: Store) {
         // d0: a retry, then a success in the same batch.
         (
             attempt("d0", 1, Some(500), Some("receiver answered HTTP 500")),
-            outcome(&outbox, status::PENDING, 5_000, None),
+            outcome(&outbox, DeliveryStatus::Pending, 5_000, None),
         ),
         (
             attempt("d1", 1, None, Some("connection refused")),
-            outcome(&outbox, status::FAILED, 150, None),
+            outcome(&outbox, DeliveryStatus::Failed, 150, None),
         ),
         (
             attempt("d2", 1, Some(503), Some("receiver answered HTTP 503")),
-            outcome(&outbox, status::PENDING, 7_000, None),
+            outcome(&outbox, DeliveryStatus::Pending, 7_000, None),
         ),
         (
             attempt("d0", 2, Some(204), None),
-            outcome(&outbox, status::SUCCEEDED, 250, Some(250)),
+            outcome(&outbox, DeliveryStatus::Succeeded, 250, Some(250)),
         ),
     ];
     let mut conn = outbox.pool.get().unwrap();
     record_attempts(&mut conn, OWNER, &batch).unwrap();
 
     let d0 = delivery(&mut conn, "d0");
-    assert_eq!(d0.status, status::SUCCEEDED);
+    assert_eq!(d0.status, DeliveryStatus::Succeeded);
     assert_eq!(d0.attempts, 2);
     assert_eq!(
         (d0.last_status_code, d0.last_error.as_deref()),
@@ -181,18 +182,18 @@ fn a_mixed_batch_leaves_each_delivery_with_its_last_outcome(store: Store) {
     assert_eq!(d0.delivered_at, Some(250));
 
     let d1 = delivery(&mut conn, "d1");
-    assert_eq!(d1.status, status::FAILED);
+    assert_eq!(d1.status, DeliveryStatus::Failed);
     assert_eq!(d1.last_error.as_deref(), Some("connection refused"));
     assert_eq!(d1.last_status_code, None);
 
     let d2 = delivery(&mut conn, "d2");
-    assert_eq!(d2.status, status::PENDING);
+    assert_eq!(d2.status, DeliveryStatus::Pending);
     assert_eq!((d2.attempts, d2.next_attempt_at), (1, 7_000));
     assert_eq!(d2.last_status_code, Some(503));
     assert_eq!(d2.delivered_at, None);
 
     let d3 = delivery(&mut conn, "d3");
-    assert_eq!((d3.status.as_str(), d3.attempts), (status::PENDING, 0));
+    assert_eq!((d3.status, d3.attempts), (DeliveryStatus::Pending, 0));
 
     assert_eq!(attempts_and_last_success(&mut conn, wh), (4, Some(250)));
 }
@@ -206,11 +207,11 @@ fn batches_larger_than_one_statement_are_written_whole(store: Store) {
         .map(|i| {
             let at = 1_000 + i as i64;
             let state = if i % 3 == 0 {
-                status::PENDING
+                DeliveryStatus::Pending
             } else {
-                status::SUCCEEDED
+                DeliveryStatus::Succeeded
             };
-            let delivered = (state == status::SUCCEEDED).then_some(at);
+            let delivered = (state == DeliveryStatus::Succeeded).then_some(at);
             (
                 attempt(
                     &format!("d{i}"),
@@ -236,7 +237,7 @@ fn batches_larger_than_one_statement_are_written_whole(store: Store) {
         assert_eq!(d.delivered_at, expected.delivered_at, "d{i}");
     }
     let succeeded: i64 = deliveries::table
-        .filter(deliveries::status.eq(status::SUCCEEDED))
+        .filter(deliveries::status.eq(DeliveryStatus::Succeeded))
         .count()
         .get_result(&mut conn)
         .unwrap();
@@ -274,7 +275,7 @@ fn failing_outcomes_do_not_cost_the_events_their_commit(store: Store) {
     row.event_id = event.id.clone();
     let outcomes = vec![(
         attempt("d0", 1, Some(204), None),
-        outcome(&outbox, status::SUCCEEDED, 3, Some(3)),
+        outcome(&outbox, DeliveryStatus::Succeeded, 3, Some(3)),
     )];
     let result = db::deliveries::store_and_record(
         &mut conn,
@@ -288,9 +289,9 @@ fn failing_outcomes_do_not_cost_the_events_their_commit(store: Store) {
     .expect("the events commit");
     assert!(result.is_err(), "the outcomes were not written");
     // The event's delivery is stored; the outcome's delivery is untouched.
-    assert_eq!(delivery(&mut conn, "d-new").status, status::PENDING);
+    assert_eq!(delivery(&mut conn, "d-new").status, DeliveryStatus::Pending);
     let d0 = delivery(&mut conn, "d0");
-    assert_eq!((d0.status.as_str(), d0.attempts), (status::PENDING, 0));
+    assert_eq!((d0.status, d0.attempts), (DeliveryStatus::Pending, 0));
 }
 
 /// Makes `webhook_id`'s lease lapse, as if its holder had stopped renewing
@@ -319,7 +320,7 @@ fn an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner(store: Stor
     );
     let new_owner = AttemptOutcome {
         webhook_id: wh.into(),
-        status: status::SUCCEEDED,
+        status: DeliveryStatus::Succeeded,
         next_attempt_at: 300,
         delivered_at: Some(300),
         epoch: Some(taken[0].epoch),
@@ -336,28 +337,28 @@ fn an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner(store: Stor
     let late = vec![
         (
             attempt("d0", 1, Some(500), Some("receiver answered HTTP 500")),
-            outcome(&outbox, status::PENDING, 900, None),
+            outcome(&outbox, DeliveryStatus::Pending, 900, None),
         ),
         (
             attempt("d1", 1, Some(200), None),
-            outcome(&outbox, status::SUCCEEDED, 900, Some(900)),
+            outcome(&outbox, DeliveryStatus::Succeeded, 900, Some(900)),
         ),
     ];
     let done = record_attempts(&mut conn, OWNER, &late).unwrap();
     assert_eq!((done.written, done.fenced), (0, 2));
     let d0 = delivery(&mut conn, "d0");
     assert_eq!(
-        (d0.status.as_str(), d0.last_status_code, d0.delivered_at),
-        (status::SUCCEEDED, Some(200), Some(300))
+        (d0.status, d0.last_status_code, d0.delivered_at),
+        (DeliveryStatus::Succeeded, Some(200), Some(300))
     );
     let d1 = delivery(&mut conn, "d1");
-    assert_eq!((d1.status.as_str(), d1.attempts), (status::PENDING, 0));
+    assert_eq!((d1.status, d1.attempts), (DeliveryStatus::Pending, 0));
     let (attempts, _) = attempts_and_last_success(&mut conn, wh);
     assert_eq!(attempts, 1, "only the new owner's attempt is logged");
     // The test attempt to a disabled webhook has no epoch and is not fenced.
     let unfenced = AttemptOutcome {
         epoch: None,
-        ..outcome(&outbox, status::FAILED, 950, None)
+        ..outcome(&outbox, DeliveryStatus::Failed, 950, None)
     };
     let done = record_attempts(
         &mut conn,
@@ -466,7 +467,7 @@ fn sequence_numbers_follow_the_order_of_commits(store: Store) {
     assert_eq!((upto, found.len()), (1, 0));
     // A requeued delivery goes to the back: a number after everything.
     diesel::update(deliveries::table.find("d1"))
-        .set(deliveries::status.eq(status::FAILED))
+        .set(deliveries::status.eq(DeliveryStatus::Failed))
         .execute(&mut conn)
         .unwrap();
     let n = db::deliveries::requeue(
@@ -481,7 +482,7 @@ fn sequence_numbers_follow_the_order_of_commits(store: Store) {
     let (upto, found) = db::leases::since(&mut conn, 1).unwrap();
     assert_eq!((upto, found), (2, vec![outbox.webhook_id.clone()]));
     let page = db::deliveries::read_page(&mut conn, &outbox.webhook_id, None, 10).unwrap();
-    let order: Vec<&str> = page.iter().map(|(d, _)| d.id.as_str()).collect();
+    let order: Vec<&str> = page.iter().map(|p| p.delivery.id.as_str()).collect();
     assert_eq!(order, vec!["d0", "d2", "d1"]);
     let after = (1, "d2".to_owned());
     let page = db::deliveries::read_page(&mut conn, &outbox.webhook_id, Some(&after), 10).unwrap();

@@ -24,8 +24,9 @@ use super::recorder::{Record, Recorder};
 use super::registry::{DeliveryFailed, DeliveryTarget, DisableWebhook, Registry};
 use crate::backlog::{Admit, AfterPage, Cursor, Window};
 use crate::db::deliveries::{AttemptOutcome, PendingDelivery};
-use crate::db::models::{status, AttemptRow, DeliveryRow};
+use crate::db::models::{AttemptRow, DeliveryRow};
 use crate::db::{self, now_ms, Pool};
+use crate::domain::DeliveryStatus;
 use crate::lease::Validity;
 use crate::metrics::{metrics, OutcomeLabel};
 use crate::policy::{self, Verdict};
@@ -270,8 +271,12 @@ impl WebhookDelivery {
                 }
             };
             let full = page.len() >= limit;
-            let last = page.last().map(|(d, _)| (d.seq, d.id.clone()));
-            for (row, body) in page {
+            let last = page.last().map(|p| (p.delivery.seq, p.delivery.id.clone()));
+            for PendingDelivery {
+                delivery: row,
+                payload: body,
+            } in page
+            {
                 act.accept(DeliveryJob::of_row(row, Bytes::from(body)), ctx);
             }
             // Either the backlog is over (a short page) and everything kept
@@ -537,21 +542,21 @@ impl WebhookDelivery {
         let outcome = match verdict {
             Verdict::Succeeded => AttemptOutcome {
                 webhook_id: self.target.webhook_id.clone(),
-                status: status::SUCCEEDED,
+                status: DeliveryStatus::Succeeded,
                 next_attempt_at: now,
                 delivered_at: Some(now),
                 epoch: self.epoch,
             },
             Verdict::Retry(delay) => AttemptOutcome {
                 webhook_id: self.target.webhook_id.clone(),
-                status: status::PENDING,
+                status: DeliveryStatus::Pending,
                 next_attempt_at: now + delay.as_millis() as i64,
                 delivered_at: None,
                 epoch: self.epoch,
             },
             Verdict::Failed => AttemptOutcome {
                 webhook_id: self.target.webhook_id.clone(),
-                status: status::FAILED,
+                status: DeliveryStatus::Failed,
                 next_attempt_at: now,
                 delivered_at: None,
                 epoch: self.epoch,
@@ -559,7 +564,7 @@ impl WebhookDelivery {
             // Kept pending, due at once, for when the webhook is enabled again.
             Verdict::Gone => AttemptOutcome {
                 webhook_id: self.target.webhook_id.clone(),
-                status: status::PENDING,
+                status: DeliveryStatus::Pending,
                 next_attempt_at: now,
                 delivered_at: None,
                 epoch: self.epoch,

@@ -37,8 +37,9 @@ use super::delivery::{
 use super::recorder::{Flush, Persist, Recorder};
 use super::registry::{DeliveryTarget, MatchBatch, Registry, Targets, WebhookChanged};
 use crate::db::deliveries::NewEvent;
-use crate::db::models::{status, DeliveryRow, EventRow};
+use crate::db::models::{DeliveryRow, EventRow};
 use crate::db::{self, now_ms, Pool};
+use crate::domain::DeliveryStatus;
 use crate::domain::EventKind;
 use crate::error::BrokerError;
 use crate::lease::{self, Lease, Plan, Validity};
@@ -614,7 +615,7 @@ fn build(msg: ChannelEvent, targets: &[Arc<DeliveryTarget>], now: i64) -> NewEve
             event_id: event.id.clone(),
             webhook_id: t.webhook_id.clone(),
             channel_id: channel_id.clone(),
-            status: status::PENDING.into(),
+            status: DeliveryStatus::Pending,
             attempts: 0,
             next_attempt_at: now,
             last_status_code: None,

@@ -13,8 +13,9 @@ use super::ApiState;
 use crate::actors::dispatcher::Requeue;
 use crate::actors::registry::GetWebhook;
 use crate::db::deliveries::LoggedDelivery;
-use crate::db::models::{status, AttemptRow};
+use crate::db::models::AttemptRow;
 use crate::db::{self, Pool};
+pub use crate::domain::DeliveryStatus;
 use crate::error::{BrokerError, ErrorBody};
 
 async fn owned_webhook(state: &ApiState, app: AppAuth, id: String) -> Result<String, BrokerError> {
@@ -36,18 +37,6 @@ async fn query<T: Send + 'static>(
     .await?
 }
 
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Waiting for its next attempt.
-    Pending,
-    /// The receiver answered 2xx.
-    Succeeded,
-    /// Retries are exhausted, or the receiver refused it for good.
-    Failed,
-}
-
 /// One delivery of an event to a webhook, as listed. `GET` on one delivery
 /// answers the same fields, with `attempts` as the list of attempts
 /// (`DeliveryDetail`).
@@ -65,8 +54,7 @@ pub struct Delivery {
     #[schema(required = true)]
     pub channel_id: Option<String>,
     /// Where the delivery stands.
-    #[schema(value_type = DeliveryStatus)]
-    pub status: String,
+    pub status: DeliveryStatus,
     /// How many attempts were made.
     pub attempts: i32,
     /// The HTTP status of the last attempt, if it got one.
@@ -101,8 +89,7 @@ pub struct DeliveryDetail {
     #[schema(required = true)]
     pub channel_id: Option<String>,
     /// Where the delivery stands.
-    #[schema(value_type = DeliveryStatus)]
-    pub status: String,
+    pub status: DeliveryStatus,
     /// Every attempt, oldest first.
     pub attempts: Vec<Attempt>,
     /// The HTTP status of the last attempt, if it got one.
@@ -145,17 +132,22 @@ pub struct Attempt {
     pub response_body: Option<String>,
 }
 
-fn view((row, event): &LoggedDelivery) -> Delivery {
+fn view(
+    LoggedDelivery {
+        delivery: row,
+        event,
+    }: &LoggedDelivery,
+) -> Delivery {
     Delivery {
         id: row.id.clone(),
         event_id: row.event_id.clone(),
         event: event.clone(),
         channel_id: row.channel_id.clone(),
-        status: row.status.clone(),
+        status: row.status,
         attempts: row.attempts,
         last_status_code: row.last_status_code,
         last_error: row.last_error.clone(),
-        next_attempt_at: (row.status == status::PENDING).then_some(row.next_attempt_at),
+        next_attempt_at: (row.status == DeliveryStatus::Pending).then_some(row.next_attempt_at),
         created_at: row.created_at,
         delivered_at: row.delivered_at,
     }
@@ -209,8 +201,7 @@ pub struct RetryAccepted {
     /// The delivery's id.
     pub id: String,
     /// Always `pending`.
-    #[schema(value_type = DeliveryStatus)]
-    pub status: &'static str,
+    pub status: DeliveryStatus,
 }
 
 /// The answer of a recovery.
@@ -259,18 +250,17 @@ pub async fn list(
     let (page, length) = parse_page(q.page.as_deref(), q.length.as_deref())?;
     let filter = match q.status.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(s @ (status::PENDING | status::SUCCEEDED | status::FAILED)) => Some(s.to_owned()),
-        Some(other) => {
-            return Err(BrokerError::bad_request(
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            BrokerError::bad_request(
                 "invalid_status",
-                format!("status must be pending, succeeded or failed, not `{other}`"),
-            ))
-        }
+                format!("status must be pending, succeeded or failed, not `{s}`"),
+            )
+        })?),
     };
     let webhook_id = owned_webhook(&state, app, path.into_inner()).await?;
     let offset = i64::try_from(page.saturating_mul(length)).unwrap_or(i64::MAX);
     let (rows, total) = query(state.pool.clone(), move |c| {
-        db::deliveries::page(c, &webhook_id, filter.as_deref(), offset, length as i64)
+        db::deliveries::page(c, &webhook_id, filter, offset, length as i64)
     })
     .await?;
     let data: Vec<Delivery> = rows.iter().map(view).collect();
@@ -310,7 +300,7 @@ pub async fn get(
         let Some(delivery) = db::deliveries::find(c, &webhook_id, &delivery_id)? else {
             return Ok(None);
         };
-        let attempts = db::deliveries::attempts(c, &delivery.0.id)?;
+        let attempts = db::deliveries::attempts(c, &delivery.delivery.id)?;
         Ok(Some((delivery, attempts)))
     })
     .await?;
@@ -348,10 +338,10 @@ pub async fn retry(
     let webhook_id = owned_webhook(&state, app, webhook_id).await?;
     let (w, d) = (webhook_id.clone(), delivery_id.clone());
     let found = query(state.pool.clone(), move |c| db::deliveries::find(c, &w, &d)).await?;
-    let Some((row, _)) = found else {
+    let Some(LoggedDelivery { delivery: row, .. }) = found else {
         return Err(BrokerError::NotFound("delivery not found".into()));
     };
-    if row.status == status::PENDING {
+    if row.status == DeliveryStatus::Pending {
         return Err(BrokerError::Conflict(format!(
             "delivery is already pending; its next attempt is due at {}",
             row.next_attempt_at
@@ -366,7 +356,7 @@ pub async fn retry(
         .await??;
     Ok(HttpResponse::Accepted().json(RetryAccepted {
         id: delivery_id,
-        status: status::PENDING,
+        status: DeliveryStatus::Pending,
     }))
 }
 

@@ -63,7 +63,7 @@ pub struct WebhookBody {
     event: EventField,
     /// `PUT` only: enable or disable the webhook. A new webhook starts
     /// enabled; `disabled` on create answers 400.
-    #[schema(value_type = Option<WebhookState>)]
+    #[schema(value_type = Option<WebhookStatus>)]
     status: Option<String>,
     /// Extra headers sent on every delivery attempt (not signed): at most 20
     /// entries; names are HTTP tokens, values strings of at most 1024
@@ -110,14 +110,12 @@ impl WebhookBody {
         let uri = WebhookUri::parse(&self.uri, state.allow_private_targets)?;
         let status = match self.status.as_deref() {
             None => None,
-            Some("enabled") => Some(WebhookStatus::Enabled),
-            Some("disabled") => Some(WebhookStatus::Disabled),
-            Some(other) => {
-                return Err(BrokerError::bad_request(
+            Some(s) => Some(WebhookStatus::parse(s).ok_or_else(|| {
+                BrokerError::bad_request(
                     "invalid_status",
-                    format!("status must be `enabled` or `disabled`, not `{other}`"),
-                ))
-            }
+                    format!("status must be `enabled` or `disabled`, not `{s}`"),
+                )
+            })?),
         };
         let headers = self
             .headers
@@ -183,25 +181,6 @@ impl utoipa::PartialSchema for HeaderMap {
 
 impl ToSchema for HeaderMap {}
 
-/// Whether a webhook receives deliveries, as the API writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookState {
-    /// Receives deliveries.
-    Enabled,
-    /// Receives nothing; its pending deliveries are kept.
-    Disabled,
-}
-
-impl From<WebhookStatus> for WebhookState {
-    fn from(s: WebhookStatus) -> Self {
-        match s {
-            WebhookStatus::Enabled => WebhookState::Enabled,
-            WebhookStatus::Disabled => WebhookState::Disabled,
-        }
-    }
-}
-
 /// The public form of a webhook. The secret is not part of it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -216,7 +195,7 @@ pub struct WebhookView {
     #[schema(value_type = Vec<EventName>, min_items = 1)]
     pub event: Vec<EventKind>,
     /// Enabled or disabled.
-    pub status: WebhookState,
+    pub status: WebhookStatus,
     /// Extra headers sent on every delivery attempt; `{}` when none.
     #[schema(value_type = HeaderMap)]
     pub headers: BTreeMap<String, String>,
@@ -250,7 +229,7 @@ pub fn view(w: &Webhook) -> WebhookView {
         id: w.id.clone(),
         uri: w.uri.as_str().to_owned(),
         event: w.events.kinds(),
-        status: w.status.into(),
+        status: w.status,
         headers: w.headers.as_map().clone(),
         rate_limit: w.throttle.rate_limit,
         max_concurrency: w.throttle.max_concurrency,

@@ -10,9 +10,10 @@ use diesel::prelude::*;
 #[cfg(feature = "mysql")]
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
-use super::models::{status, AttemptRow, DeliveryRow, EventRow};
+use super::models::{AttemptRow, DeliveryRow, EventRow};
 use super::schema::{deliveries, delivery_attempts, events, webhooks};
 use super::DbConn;
+use crate::domain::DeliveryStatus;
 
 /// An accepted event and the deliveries it owes.
 pub struct NewEvent {
@@ -115,7 +116,7 @@ pub struct AttemptOutcome {
     /// The delivery's webhook (whose last success a success moves).
     pub webhook_id: String,
     /// The new status: still pending (a retry is due), succeeded or failed.
-    pub status: &'static str,
+    pub status: DeliveryStatus,
     /// When the next attempt is due, for a pending delivery.
     pub next_attempt_at: i64,
     /// When it succeeded.
@@ -287,7 +288,7 @@ fn update_outcomes_in_one(
 /// What a delivery's row becomes after an attempt, minus its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RowOutcome<'a> {
-    status: &'static str,
+    status: DeliveryStatus,
     attempt: i32,
     next_attempt_at: i64,
     status_code: Option<i32>,
@@ -372,8 +373,15 @@ fn outcome_update_sql(chunk: &[&(AttemptRow, AttemptOutcome)]) -> String {
     sql
 }
 
-/// A pending delivery with the body it carries.
-pub type PendingDelivery = (DeliveryRow, String);
+/// A pending delivery with the body it carries, as a backlog page reads it.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = events)]
+pub struct PendingDelivery {
+    #[diesel(embed)]
+    pub delivery: DeliveryRow,
+    /// The event's body, exactly as every attempt sends it.
+    pub payload: String,
+}
 
 /// Where a webhook's backlog page starts: after this `(seq, id)`, the
 /// order deliveries of one channel must go out in.
@@ -401,14 +409,14 @@ pub fn read_page(
     deliveries::table
         .inner_join(events::table)
         .filter(deliveries::webhook_id.eq(webhook_id))
-        .filter(deliveries::status.eq(status::PENDING))
+        .filter(deliveries::status.eq(DeliveryStatus::Pending))
         .filter(
             deliveries::seq
                 .gt(at)
                 .or(deliveries::seq.eq(at).and(deliveries::id.gt(id))),
         )
         .order((deliveries::seq, deliveries::id))
-        .select((DeliveryRow::as_select(), events::payload))
+        .select(PendingDelivery::as_select())
         .limit(limit)
         .load(conn)
 }
@@ -432,7 +440,7 @@ pub fn requeue(
                 deliveries::table
                     .filter(deliveries::webhook_id.eq(webhook_id))
                     .filter(deliveries::id.eq_any(chunk))
-                    .filter(deliveries::status.ne(status::PENDING))
+                    .filter(deliveries::status.ne(DeliveryStatus::Pending))
                     .select((deliveries::seq, deliveries::id))
                     .load::<(i64, String)>(conn)?,
             );
@@ -446,7 +454,7 @@ pub fn requeue(
         for (i, (_, id)) in rows.iter().enumerate() {
             diesel::update(deliveries::table.find(id))
                 .set((
-                    deliveries::status.eq(status::PENDING),
+                    deliveries::status.eq(DeliveryStatus::Pending),
                     deliveries::next_attempt_at.eq(now),
                     deliveries::delivered_at.eq(None::<i64>),
                     deliveries::seq.eq(first + i as i64),
@@ -462,20 +470,28 @@ pub fn failed_since(conn: &mut DbConn, webhook_id: &str, since: i64) -> QueryRes
     deliveries::table
         .filter(deliveries::webhook_id.eq(webhook_id))
         .filter(deliveries::created_at.ge(since))
-        .filter(deliveries::status.eq(status::FAILED))
+        .filter(deliveries::status.eq(DeliveryStatus::Failed))
         .order((deliveries::created_at, deliveries::id))
         .select(deliveries::id)
         .load(conn)
 }
 
-/// A delivery as the log shows it: the row and its event's name.
-pub type LoggedDelivery = (DeliveryRow, String);
+/// A delivery as the log shows it: the row and its event's name (the body
+/// is not read for the log).
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = events)]
+pub struct LoggedDelivery {
+    #[diesel(embed)]
+    pub delivery: DeliveryRow,
+    /// The event's name.
+    pub event: String,
+}
 
 /// One page of a webhook's deliveries, newest first, with the total count.
 pub fn page(
     conn: &mut DbConn,
     webhook_id: &str,
-    status_filter: Option<&str>,
+    status_filter: Option<DeliveryStatus>,
     offset: i64,
     limit: i64,
 ) -> QueryResult<(Vec<LoggedDelivery>, i64)> {
@@ -495,7 +511,7 @@ pub fn page(
         .order((deliveries::created_at.desc(), deliveries::id.desc()))
         .offset(offset)
         .limit(limit)
-        .select((DeliveryRow::as_select(), events::event))
+        .select(LoggedDelivery::as_select())
         .load(conn)?;
     Ok((data, total))
 }
@@ -506,7 +522,7 @@ pub fn find(conn: &mut DbConn, webhook_id: &str, id: &str) -> QueryResult<Option
         .inner_join(events::table)
         .filter(deliveries::webhook_id.eq(webhook_id))
         .filter(deliveries::id.eq(id))
-        .select((DeliveryRow::as_select(), events::event))
+        .select(LoggedDelivery::as_select())
         .first(conn)
         .optional()
 }
@@ -535,7 +551,7 @@ pub fn last_success(conn: &mut DbConn, webhook_id: &str) -> QueryResult<Option<i
     // Successes recorded before the column existed.
     deliveries::table
         .filter(deliveries::webhook_id.eq(webhook_id))
-        .filter(deliveries::status.eq(status::SUCCEEDED))
+        .filter(deliveries::status.eq(DeliveryStatus::Succeeded))
         .select(diesel::dsl::max(deliveries::delivered_at))
         .first(conn)
 }
@@ -545,7 +561,7 @@ pub fn last_success(conn: &mut DbConn, webhook_id: &str) -> QueryResult<Option<i
 pub fn prune_succeeded(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<usize> {
     conn.transaction(|conn| {
         let ids: Vec<String> = deliveries::table
-            .filter(deliveries::status.eq(status::SUCCEEDED))
+            .filter(deliveries::status.eq(DeliveryStatus::Succeeded))
             .filter(deliveries::created_at.lt(before))
             .select(deliveries::id)
             .limit(limit)
@@ -599,7 +615,7 @@ mod tests {
 
     use super::*;
 
-    fn report(id: &str, state: &'static str, at: i64) -> (AttemptRow, AttemptOutcome) {
+    fn report(id: &str, state: DeliveryStatus, at: i64) -> (AttemptRow, AttemptOutcome) {
         (
             AttemptRow {
                 delivery_id: id.into(),
@@ -614,7 +630,7 @@ mod tests {
                 webhook_id: "wh".into(),
                 status: state,
                 next_attempt_at: at,
-                delivered_at: (state == status::SUCCEEDED).then_some(at),
+                delivered_at: (state == DeliveryStatus::Succeeded).then_some(at),
                 epoch: Some(1),
             },
         )
@@ -623,25 +639,25 @@ mod tests {
     #[test]
     fn deliveries_that_end_alike_share_one_update() {
         let batch = [
-            report("a", status::SUCCEEDED, 5),
-            report("b", status::PENDING, 5),
-            report("c", status::SUCCEEDED, 5),
-            report("d", status::SUCCEEDED, 6),
+            report("a", DeliveryStatus::Succeeded, 5),
+            report("b", DeliveryStatus::Pending, 5),
+            report("c", DeliveryStatus::Succeeded, 5),
+            report("d", DeliveryStatus::Succeeded, 6),
         ];
         let finals: Vec<_> = batch.iter().collect();
         let groups = same_outcomes(&finals);
         let ids: Vec<Vec<&str>> = groups.iter().map(|(_, ids)| ids.clone()).collect();
         assert_eq!(ids, vec![vec!["a", "c"], vec!["b"], vec!["d"]]);
         assert_eq!(groups[0].0.delivered_at, Some(5));
-        assert_eq!(groups[1].0.status, status::PENDING);
+        assert_eq!(groups[1].0.status, DeliveryStatus::Pending);
     }
 
     #[test]
     fn only_the_last_report_of_a_delivery_counts() {
         let batch = [
-            report("a", status::PENDING, 1),
-            report("b", status::SUCCEEDED, 2),
-            report("a", status::SUCCEEDED, 3),
+            report("a", DeliveryStatus::Pending, 1),
+            report("b", DeliveryStatus::Succeeded, 2),
+            report("a", DeliveryStatus::Succeeded, 3),
         ];
         let finals = last_outcomes(&batch);
         let kept: Vec<(&str, i64)> = finals

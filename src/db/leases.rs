@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-use super::models::status;
 use super::schema::{broker_instances, deliveries, event_sequence, webhook_leases};
 use super::DbConn;
+use crate::domain::DeliveryStatus;
 use crate::lease::Lease;
 
 /// The most ids one `IN (...)` carries.
@@ -323,7 +323,7 @@ pub fn webhooks_in_stretch(conn: &mut DbConn, after: i64, upto: i64) -> QueryRes
     deliveries::table
         .filter(deliveries::seq.gt(after))
         .filter(deliveries::seq.le(upto))
-        .filter(deliveries::status.eq(status::PENDING))
+        .filter(deliveries::status.eq(DeliveryStatus::Pending))
         .select(deliveries::webhook_id)
         .distinct()
         .load(conn)

@@ -3,6 +3,7 @@
 use diesel::prelude::*;
 
 use super::schema::{apps, deliveries, delivery_attempts, events, webhooks};
+use crate::domain::{DeliveryStatus, WebhookStatus};
 
 /// An app (tenant). The API key itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -24,8 +25,7 @@ pub struct WebhookRow {
     /// Event names joined by commas, in API order.
     pub events: String,
     pub secret: String,
-    /// `enabled` or `disabled`.
-    pub status: String,
+    pub status: WebhookStatus,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<i64>,
     pub created_at: i64,
@@ -58,13 +58,6 @@ pub struct EventRow {
     pub seq: i64,
 }
 
-/// Delivery states as stored.
-pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-}
-
 /// One event to one webhook. Its id is the `webhook-id` header.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = deliveries, treat_none_as_default_value = false)]
@@ -73,7 +66,7 @@ pub struct DeliveryRow {
     pub event_id: String,
     pub webhook_id: String,
     pub channel_id: Option<String>,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: i64,
     pub last_status_code: Option<i32>,
