@@ -886,3 +886,34 @@ async fn the_janitor_prunes_change_rows_older_than_an_hour(store: Store) {
 }
 
 on_both_stores!(the_janitor_prunes_change_rows_older_than_an_hour);
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_test_event_sent_through_either_instance_arrives_once_whichever_holds_the_webhook() {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let receiver = always_204();
+    let (_, key) = a.create_app();
+    let id = a.create_webhook(&key, &receiver.url)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(daemon::wait_until(GIVE_UP, || b.get_webhook(&key, &id).0 == 200));
+    let test = format!("/v1/webhook/{id}/test");
+    let mut sent = Vec::new();
+    for node in [&a, &b] {
+        let (status, body) = node.call("POST", &test, Some(&key), &Value::Null);
+        assert_eq!(status, 202, "{body}");
+        sent.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let got = receiver_wait(&receiver, 2);
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent, "each test event arrives once");
+    assert!(got.iter().all(|r| r.json()["test"] == true));
+}
