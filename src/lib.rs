@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod lease;
 pub mod metrics;
 pub mod policy;
+pub mod portal_token;
 pub mod signature;
 pub mod ssrf;
 pub mod startup;

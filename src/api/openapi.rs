@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{admin, deliveries, health, webhooks};
+use super::{admin, deliveries, health, portal, webhooks};
 use crate::error::{ErrorBody, ErrorDetail};
 
 /// A channel lifecycle event's name.
@@ -53,7 +53,9 @@ impl Modify for SecuritySchemes {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("wbk_...")
                     .description(Some(
-                        "An app's API key, from `POST /v1/apps`: `Authorization: Bearer wbk_...`.",
+                        "An app's API key, from `POST /v1/apps`: `Authorization: Bearer wbk_...`; \
+                         or a portal link's token, `wbp_...`, which acts as the app's key \
+                         until it expires.",
                     ))
                     .build(),
             ),
@@ -79,6 +81,7 @@ impl Modify for SecuritySchemes {
         openapi_json,
         admin::create_app,
         admin::ingest_event,
+        portal::create_link,
         webhooks::create,
         webhooks::list,
         webhooks::get,
@@ -96,7 +99,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags(
         (name = "health", description = "Health, readiness, metrics and this document; no authentication"),
-        (name = "admin", description = "Apps and event ingest; the admin token"),
+        (name = "admin", description = "Apps, portal links and event ingest; the admin token"),
         (name = "webhooks", description = "An app's webhooks; the app's API key"),
         (name = "deliveries", description = "A webhook's delivery log; the app's API key"),
     ),
