@@ -319,7 +319,7 @@ async function openWebhook(id) {
     if (e.status === 401 || e.status === 403) return;
     show('list');
     await showList();
-    showError(e.status === 404 ? new ApiError(404, e.code, `Webhook ${id} was not found: ${e.message}`) : e);
+    showError(e);
     return;
   }
   const fresh = !state.webhook || state.webhook.id !== w.id;
@@ -362,7 +362,7 @@ function renderWebhook() {
     if (w.disabledAt) status.push(' since ', timeNode(w.disabledAt));
   }
   row('Status', ...status);
-  row('Last success', timeNode(w.lastSuccessAt));
+  row('Last success', el('span', { id: 'summary-last-success' }, timeNode(w.lastSuccessAt)));
   row('Failing deliveries', el('span', { id: 'summary-failing' }, String(w.failingCount)));
   const headers = Object.entries(w.headers || {});
   row('Custom headers', headers.length ? headers.map(([k, v]) => `${k}: ${v}`).join('; ') : 'none');
