@@ -28,7 +28,10 @@ fn missing(root: &Path, chromium: &Path) -> Option<String> {
             chromium.display()
         ));
     }
-    if !root.join("tests/portal/node_modules/playwright-core").exists() {
+    if !root
+        .join("tests/portal/node_modules/playwright-core")
+        .exists()
+    {
         return Some("tests/portal/node_modules is missing (npm ci --prefix tests/portal)".into());
     }
     if Command::new("node").arg("--version").output().is_err() {
@@ -75,7 +78,10 @@ fn every_portal_feature_works_in_chromium(store: Store) {
         .env("PORTAL_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("PORTAL_SCREENSHOTS", &screenshots)
         .env("PORTAL_CHROMIUM", &chromium)
-        .env("PORTAL_DOCS_SCREENSHOT", root.join("docs/portal-delivery-log.png"))
+        .env(
+            "PORTAL_DOCS_SCREENSHOT",
+            root.join("docs/portal-delivery-log.png"),
+        )
         .output()
         .expect("node runs");
     let report = format!(
@@ -92,7 +98,11 @@ fn every_portal_feature_works_in_chromium(store: Store) {
     );
     // Every test left its screenshot.
     let shots = std::fs::read_dir(&screenshots).unwrap().count();
-    assert!(shots >= 7, "{shots} screenshots in {}", screenshots.display());
+    assert!(
+        shots >= 7,
+        "{shots} screenshots in {}",
+        screenshots.display()
+    );
     // No portal token reached the broker's log, whatever the tests did.
     broker.sigterm();
     broker.wait_exit(Duration::from_secs(10));

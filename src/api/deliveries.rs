@@ -273,10 +273,15 @@ pub async fn list(
     };
     // A channel id is the sender's own string: matched exactly, untrimmed,
     // in the form it is stored in (a long one as its digest).
-    let channel_id = q.channel_id.clone().filter(|c| !c.is_empty()).and_then(|c| {
-        let channel = serde_json::Map::from_iter([("id".to_owned(), serde_json::Value::from(c))]);
-        crate::actors::dispatcher::channel_id(&channel)
-    });
+    let channel_id = q
+        .channel_id
+        .clone()
+        .filter(|c| !c.is_empty())
+        .and_then(|c| {
+            let channel =
+                serde_json::Map::from_iter([("id".to_owned(), serde_json::Value::from(c))]);
+            crate::actors::dispatcher::channel_id(&channel)
+        });
     let filter = db::deliveries::LogFilter {
         status,
         event,
