@@ -611,7 +611,11 @@ function wire() {
     state.logPage = 0;
     loadLog();
   });
-  $('attempts-close').addEventListener('click', () => { state.openDelivery = null; $('attempts').hidden = true; });
+  $('attempts-close').addEventListener('click', () => {
+    state.openDelivery = null;
+    $('attempts').hidden = true;
+    for (const r of $('deliveries').querySelectorAll('tr.open')) r.classList.remove('open');
+  });
   window.addEventListener('hashchange', () => {
     // A token pasted into the address bar of an open portal is taken too.
     if (fragment().get('token')) { start(); return; }
