@@ -389,6 +389,26 @@ test("another app's webhook is not found in the portal, with a link or a pasted 
   await viaKey.context().close();
 });
 
+test('the page is usable with the keyboard alone, with a visible focus', async () => {
+  const p = await freshPage();
+  await p.goto((await mintLink(app.id)).url);
+  await p.locator('#list').waitFor({ state: 'visible' });
+  let reached = false;
+  for (let i = 0; i < 15 && !reached; i++) {
+    await p.keyboard.press('Tab');
+    reached = await p.evaluate(() => document.activeElement?.id === 'new-webhook');
+  }
+  assert.ok(reached, 'Tab reaches the New webhook button');
+  const ring = await p.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(ring, 'none', 'the focused button shows a focus ring');
+  await shot(p, '10-keyboard-focus');
+  await p.keyboard.press('Enter');
+  await p.locator('#editor').waitFor({ state: 'visible' });
+  assert.equal(await p.evaluate(() => document.activeElement?.id), 'f-uri', 'the form takes the focus');
+  await p.keyboard.press('Escape');
+  await p.context().close();
+});
+
 test('no page logged a script error or a Content-Security-Policy violation', () => {
   assert.deepEqual(pageErrors, []);
 });
