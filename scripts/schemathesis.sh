@@ -130,6 +130,9 @@ while True:
         sys.exit(f"the seeded deliveries were never attempted: {page}")
     time.sleep(0.2)
 deliveries = [d["id"] for d in page["data"]]
+# POST /v1/events also takes an ingest key, through its own scheme.
+status, ingest = call("POST", "/v1/ingest-keys", admin, {"name": "schemathesis"})
+assert status == 201, (status, ingest)
 
 with open(sys.argv[1], "w") as f:
     f.write(f"""
@@ -142,6 +145,9 @@ bearer = "${{ST_ADMIN_TOKEN}}"
 
 [auth.openapi.app_key]
 bearer = "${{ST_APP_KEY}}"
+
+[auth.openapi.ingest_key]
+bearer = "${{ST_INGEST_KEY}}"
 
 # The delivery-log operations run as the second app, on its seeded webhook
 # and deliveries most of the time.
@@ -156,11 +162,11 @@ include-operation-id = ["listDeliveries", "getDelivery", "retryDelivery", "recov
 headers = {{ Authorization = "Bearer ${{ST_LOG_KEY}}" }}
 parameters = {{ "path.webhook_id" = {{ dictionary = "seeded-webhook", probability = 0.8 }}, "path.delivery_id" = {{ dictionary = "seeded-deliveries", probability = 0.8 }} }}
 """)
-print(app["apiKey"], log_key)
+print(app["apiKey"], log_key, ingest["apiKey"])
 PY
 )"
-read -r ST_APP_KEY ST_LOG_KEY <<<"$keys"
-export ST_APP_KEY ST_LOG_KEY
+read -r ST_APP_KEY ST_LOG_KEY ST_INGEST_KEY <<<"$keys"
+export ST_APP_KEY ST_LOG_KEY ST_INGEST_KEY
 
 echo "== schemathesis $st_version on $base/openapi.json" \
     "(at most $max_examples examples per operation, ${time_limit}s)"

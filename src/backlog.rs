@@ -22,6 +22,19 @@
 /// A position in sequence order: `(seq, delivery id)`.
 pub use crate::db::deliveries::Cursor;
 
+/// The longest wait for an attempt over which a delivery keeps its body in
+/// memory. A channel whose head waits longer (a receiver down, retries an
+/// hour apart) holds only ids and times; each body is read again when its
+/// attempt is due. A few seconds' wait keeps it: reading it back would
+/// cost more than holding it.
+pub const KEEP_BODY_FOR_MS: i64 = 10_000;
+
+/// Whether a delivery whose next attempt is `wait_ms` away lets go of its
+/// body until then.
+pub fn sheds_body(wait_ms: i64) -> bool {
+    wait_ms > KEEP_BODY_FOR_MS
+}
+
 /// What to do with a delivery the actor has just been handed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
@@ -172,6 +185,14 @@ pub fn allowance(max: usize, in_memory: usize, actors: usize, held: usize) -> us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_waiting_long_for_its_attempt_lets_go_of_its_body() {
+        assert!(!sheds_body(0));
+        assert!(!sheds_body(KEEP_BODY_FOR_MS));
+        assert!(sheds_body(KEEP_BODY_FOR_MS + 1));
+        assert!(sheds_body(3_600_000));
+    }
 
     #[test]
     fn an_actor_beyond_its_share_leaves_half_the_budget_to_the_others() {

@@ -1,6 +1,6 @@
 //! The command line of the `webhook-broker` binary: `serve` (the default),
-//! `migrate`, `apps create NAME`, `apps list` and `check-config`, one
-//! function each. Every command reads the same configuration as the daemon
+//! `migrate`, `apps create NAME`, `apps list`, `apps keys ...`,
+//! `ingest-keys ...` and `check-config`, one function each. Every command reads the same configuration as the daemon
 //! ([`Settings`]: the command line, the environment and `./.env`); an
 //! invalid value exits with status 2 and names its variable, a database that
 //! cannot be used exits with status 1.
@@ -26,7 +26,8 @@ BROKER_* variables listed under Configuration. An empty variable counts as
 unset, except BROKER_RETRY_SCHEDULE (empty means no retries).
 
 Exit status: 0 on success, 1 when the database cannot be used (or the daemon
-fails), 2 for an invalid setting or a usage error.";
+fails, or a named app or key does not exist), 2 for an invalid setting or a
+usage error.";
 
 const CREATE_NOTE: &str = "\
 The app is written straight to the database, with an entry in its change
@@ -52,9 +53,12 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations, then exit
     Migrate,
-    /// Create and list apps (tenants) directly in the database
+    /// Create and list apps (tenants) and their API keys directly in the database
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Create, list and revoke ingest keys (POST /v1/events only) directly in the database
+    #[command(subcommand)]
+    IngestKeys(IngestKeysCommand),
     /// Check the configuration and that the database answers, then exit
     CheckConfig,
 }
@@ -70,7 +74,65 @@ pub enum AppsCommand {
     },
     /// Print every app as a JSON array of {"id", "name", "createdAt"} (never keys)
     List,
+    /// Create, list and revoke an app's API keys (at most 10 at once)
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
+
+/// `apps keys` commands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Create one more key for an app and print it as JSON; the key is shown only this once
+    #[command(after_help = KEY_NOTE)]
+    Create {
+        /// The app's id, app_...
+        app_id: String,
+        /// A label, 1 to 255 characters
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print an app's keys as a JSON array of {"id", "prefix", "name", "createdAt", "lastUsedAt"} (never the keys)
+    List {
+        /// The app's id, app_...
+        app_id: String,
+    },
+    /// Revoke one of an app's keys
+    #[command(after_help = KEY_NOTE)]
+    Revoke {
+        /// The app's id, app_...
+        app_id: String,
+        /// The key's id, key_...
+        key_id: String,
+    },
+}
+
+/// `ingest-keys` commands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum IngestKeysCommand {
+    /// Create an ingest key and print it as JSON; the key is shown only this once
+    #[command(after_help = KEY_NOTE)]
+    Create {
+        /// A label, 1 to 255 characters
+        #[arg(long)]
+        name: Option<String>,
+        /// Limit the key to this app (repeat for several); every app when left out
+        #[arg(long = "app", value_name = "APP_ID")]
+        apps: Vec<String>,
+    },
+    /// Print every ingest key as a JSON array (never the keys)
+    List,
+    /// Revoke an ingest key
+    #[command(after_help = KEY_NOTE)]
+    Revoke {
+        /// The key's id, key_...
+        key_id: String,
+    },
+}
+
+const KEY_NOTE: &str = "\
+The change is written straight to the database, with an entry in its change
+log. Daemons already running on that database follow the log, so they accept
+a new key, or refuse a revoked one, within about 200 ms, without a restart.";
 
 /// Why a command failed: the line for stderr and the exit status.
 #[derive(Debug)]
@@ -94,6 +156,14 @@ impl Failure {
     fn usage(message: impl std::fmt::Display) -> Self {
         Failure {
             code: 2,
+            message: format!("webhook-broker: {message}"),
+        }
+    }
+
+    /// A named app or key that does not exist.
+    fn missing(message: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
             message: format!("webhook-broker: {message}"),
         }
     }
@@ -138,6 +208,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate => migrate(settings),
         Command::Apps(AppsCommand::Create { name }) => apps_create(settings, &name),
         Command::Apps(AppsCommand::List) => apps_list(settings),
+        Command::Apps(AppsCommand::Keys(command)) => keys(settings, command),
+        Command::IngestKeys(command) => ingest_keys(settings, command),
         Command::CheckConfig => check_config(settings),
     };
     match result {
@@ -234,6 +306,114 @@ pub fn apps_list(settings: &Settings) -> Result<(), Failure> {
         .map(|a| json!({ "id": a.id, "name": a.name, "createdAt": a.created_at }))
         .collect();
     println!("{:#}", serde_json::Value::Array(out));
+    Ok(())
+}
+
+/// `apps keys create|list|revoke`: the same as the REST endpoints under
+/// `/v1/apps/{appId}/keys`, with the same JSON.
+pub fn keys(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
+    use crate::api::keys::{CreatedKey, KeyView};
+    let app_id = match &command {
+        KeysCommand::Create { app_id, .. }
+        | KeysCommand::List { app_id }
+        | KeysCommand::Revoke { app_id, .. } => app_id.clone(),
+    };
+    let name = match &command {
+        KeysCommand::Create { name: Some(n), .. } => Some(key_name(n)?),
+        _ => None,
+    };
+    let config = settings.to_config()?;
+    let url = &config.database_url;
+    let pool = open(url)?;
+    let mut conn = pool.get().map_err(|e| Failure::database(url, e))?;
+    let db_failure = |e| Failure::database(url, e);
+    if db::apps::by_ids(&mut conn, &[&app_id])
+        .map_err(db_failure)?
+        .is_empty()
+    {
+        return Err(Failure::missing(format!("app `{app_id}` not found")));
+    }
+    let out = match command {
+        KeysCommand::Create { .. } => {
+            let key = db::keys::create_app_key(&mut conn, &app_id, name)
+                .map_err(db_failure)?
+                .ok_or_else(|| {
+                    Failure::missing(format!(
+                        "app `{app_id}` already holds {} API keys; revoke one first",
+                        db::keys::MAX_APP_KEYS
+                    ))
+                })?;
+            serde_json::to_value(CreatedKey::from(key))
+        }
+        KeysCommand::List { .. } => {
+            let keys = db::keys::app_keys(&mut conn, &app_id).map_err(db_failure)?;
+            serde_json::to_value(keys.iter().map(KeyView::of).collect::<Vec<_>>())
+        }
+        KeysCommand::Revoke { key_id, .. } => {
+            revoke(&mut conn, url, db::keys::Owner::App(&app_id), &key_id)?
+        }
+    };
+    print_json(out)
+}
+
+/// `ingest-keys create|list|revoke`: the same as the REST endpoints under
+/// `/v1/ingest-keys`, with the same JSON.
+pub fn ingest_keys(settings: &Settings, command: IngestKeysCommand) -> Result<(), Failure> {
+    use crate::api::keys::{CreatedKey, KeyView};
+    let config = settings.to_config()?;
+    let url = &config.database_url;
+    let pool = open(url)?;
+    let mut conn = pool.get().map_err(|e| Failure::database(url, e))?;
+    let db_failure = |e| Failure::database(url, e);
+    let out = match command {
+        IngestKeysCommand::Create { name, apps } => {
+            let name = name.as_deref().map(key_name).transpose()?;
+            let apps = (!apps.is_empty()).then_some(apps);
+            if let Some(apps) = &apps {
+                let ids: Vec<&str> = apps.iter().map(String::as_str).collect();
+                let known = db::apps::by_ids(&mut conn, &ids).map_err(db_failure)?;
+                if let Some(unknown) = apps.iter().find(|a| !known.iter().any(|k| &k.id == *a)) {
+                    return Err(Failure::missing(format!("app `{unknown}` not found")));
+                }
+            }
+            let key = db::keys::create_ingest_key(&mut conn, name, apps.as_deref())
+                .map_err(db_failure)?;
+            serde_json::to_value(CreatedKey::from(key))
+        }
+        IngestKeysCommand::List => {
+            let keys = db::keys::ingest_keys(&mut conn).map_err(db_failure)?;
+            serde_json::to_value(keys.iter().map(KeyView::of).collect::<Vec<_>>())
+        }
+        IngestKeysCommand::Revoke { key_id } => {
+            revoke(&mut conn, url, db::keys::Owner::Ingest, &key_id)?
+        }
+    };
+    print_json(out)
+}
+
+fn key_name(raw: &str) -> Result<String, Failure> {
+    db::keys::normalize_name(raw)
+        .ok_or_else(|| Failure::usage("the key name must be 1 to 255 characters"))
+}
+
+fn revoke(
+    conn: &mut db::DbConn,
+    url: &DatabaseUrl,
+    which: db::keys::Owner<'_>,
+    key_id: &str,
+) -> Result<serde_json::Result<serde_json::Value>, Failure> {
+    if !db::keys::revoke(conn, which, key_id).map_err(|e| Failure::database(url, e))? {
+        return Err(Failure::missing(format!("key `{key_id}` not found")));
+    }
+    Ok(Ok(json!({ "id": key_id, "revoked": true })))
+}
+
+fn print_json(out: serde_json::Result<serde_json::Value>) -> Result<(), Failure> {
+    let out = out.map_err(|e| Failure {
+        code: 1,
+        message: format!("webhook-broker: cannot print the answer: {e}"),
+    })?;
+    println!("{out:#}");
     Ok(())
 }
 

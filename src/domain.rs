@@ -531,6 +531,21 @@ stored_as_text!(DeliveryStatus {
     Failed => "failed",
 });
 
+/// What an API key may do: `api_keys.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+pub enum KeyKind {
+    /// An app's key: everything the app may do.
+    App,
+    /// An ingest key: `POST /v1/events` only.
+    Ingest,
+}
+
+stored_as_text!(KeyKind {
+    App => "app",
+    Ingest => "ingest",
+});
+
 /// The most requests in flight to one webhook that `maxConcurrency` may allow.
 pub const MAX_CONCURRENCY: u32 = 1000;
 /// `maxConcurrency` when none is given: enough to keep a receiver with a
@@ -648,8 +663,12 @@ mod tests {
             assert_eq!(DeliveryStatus::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
+        for k in [KeyKind::App, KeyKind::Ingest] {
+            assert_eq!(KeyKind::parse(k.as_str()), Some(k));
+        }
         assert_eq!(WebhookStatus::parse("Enabled"), None);
         assert_eq!(DeliveryStatus::parse("done"), None);
+        assert_eq!(KeyKind::parse("admin"), None);
     }
 
     fn headers(v: Value) -> Result<CustomHeaders, DomainError> {

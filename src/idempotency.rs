@@ -49,6 +49,11 @@ pub mod scope {
     pub fn app(app_id: &str) -> String {
         format!("app:{app_id}")
     }
+
+    /// Calls made with an ingest key: each key is its own caller.
+    pub fn ingest(key_id: &str) -> String {
+        format!("ingest:{key_id}")
+    }
 }
 
 /// Checks a key: 1 to [`MAX_KEY_LEN`] visible ASCII characters (spaces

@@ -14,6 +14,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod idempotency;
+pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod policy;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub outcomes_fenced: Counter,
     /// Due deliveries held back by a webhook's rate limit or concurrency cap.
     pub deliveries_throttled: Counter,
+    /// Bodies read again for an attempt after a long wait let them go.
+    pub bodies_read_again: Counter,
 }
 
 impl Metrics {
@@ -74,6 +76,7 @@ impl Metrics {
             webhook_leases_lost: Counter::default(),
             outcomes_fenced: Counter::default(),
             deliveries_throttled: Counter::default(),
+            bodies_read_again: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -132,6 +135,11 @@ impl Metrics {
             m.deliveries_throttled.clone(),
         );
         registry.register(
+            "delivery_bodies_read_again",
+            "Delivery bodies read back from the database for an attempt, after a wait of over 10 s let them go from memory",
+            m.bodies_read_again.clone(),
+        );
+        registry.register(
             "delivery_outcomes_fenced",
             "Attempt outcomes not written because their webhook's lease had passed to another instance",
             m.outcomes_fenced.clone(),
@@ -186,6 +194,7 @@ mod tests {
             "webhook_broker_webhook_leases_lost_total",
             "webhook_broker_delivery_outcomes_fenced_total",
             "webhook_broker_deliveries_throttled_total",
+            "webhook_broker_delivery_bodies_read_again_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

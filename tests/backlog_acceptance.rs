@@ -158,22 +158,12 @@ impl Arrivals {
 }
 
 fn env_of(db: &TestDb) -> Vec<(String, String)> {
-    [
-        ("DATABASE_URL", daemon::database_url(db)),
-        ("BROKER_BIND", "127.0.0.1:0".into()),
-        ("BROKER_ADMIN_TOKEN", common::ADMIN_TOKEN.into()),
-        ("BROKER_ALLOW_PRIVATE_TARGETS", "true".into()),
-        ("BROKER_INSTANCE_ID", "acceptance-broker".into()),
-        // 100 retries 30 s apart: the 10,000 channel heads retry rarely
-        // while the receivers are down (every 5 s, their failed attempts
-        // alone, ~2,000 a second, slowed a SQLite ingest to 17 events/s
-        // and used up 95 of the 100 retries), and none fails for good
-        // during the test. BROKER_MAX_IN_MEMORY stays at its default.
-        ("BROKER_RETRY_SCHEDULE", vec!["30s"; 100].join(",")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    // 100 retries 30 s apart: the 10,000 channel heads retry rarely while
+    // the receivers are down (every 5 s, their failed attempts alone,
+    // ~2,000 a second, slowed a SQLite ingest to 17 events/s and used up 95
+    // of the 100 retries), and none fails for good during the test.
+    // BROKER_MAX_IN_MEMORY stays at its default.
+    daemon::broker_env(db, "acceptance-broker", &vec!["30s"; 100].join(","))
 }
 
 /// Spawns the broker; `Instant` is taken right before the spawn.

@@ -36,19 +36,9 @@ fn held_in_memory(port: u16) -> f64 {
 }
 
 fn env_of(db: &TestDb) -> Vec<(String, String)> {
-    [
-        ("DATABASE_URL", daemon::database_url(db)),
-        ("BROKER_BIND", "127.0.0.1:0".into()),
-        ("BROKER_ADMIN_TOKEN", common::ADMIN_TOKEN.into()),
-        ("BROKER_ALLOW_PRIVATE_TARGETS", "true".into()),
-        ("BROKER_INSTANCE_ID", "backlog-broker".into()),
-        // 100 retries 2 s apart: no delivery fails for good while the
-        // receivers are down during the test.
-        ("BROKER_RETRY_SCHEDULE", vec!["2s"; 100].join(",")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    // 100 retries 2 s apart: no delivery fails for good while the receivers
+    // are down during the test.
+    daemon::broker_env(db, "backlog-broker", &vec!["2s"; 100].join(","))
 }
 
 fn start(dir: &std::path::Path, env: &[(String, String)]) -> (Running, u16, Duration) {

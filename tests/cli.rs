@@ -526,3 +526,57 @@ fn apps_are_created_and_listed_on_mariadb() {
         "no SQLite file on MySQL"
     );
 }
+
+#[test]
+fn key_commands_name_a_missing_app_or_key_and_stop_at_ten_keys() {
+    let (dir, url) = sqlite_dir();
+    let env = [("DATABASE_URL", url.as_str())];
+    let (app_id, key) = create_app(dir.path(), &url, "keys");
+
+    let (code, _, err) = run(dir.path(), &["apps", "keys", "create", "app_missing"], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("app `app_missing` not found"), "{err}");
+    let (code, _, err) = run(
+        dir.path(),
+        &["apps", "keys", "revoke", &app_id, "key_missing"],
+        &env,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("key `key_missing` not found"), "{err}");
+    let (code, _, err) = run(
+        dir.path(),
+        &["ingest-keys", "create", "--app", "app_missing"],
+        &env,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("app_missing"), "{err}");
+    let (code, _, err) = run(
+        dir.path(),
+        &["apps", "keys", "create", &app_id, "--name", " "],
+        &env,
+    );
+    assert_eq!(code, 2, "{err}");
+
+    for _ in 1..10 {
+        let (code, out, err) = run(dir.path(), &["apps", "keys", "create", &app_id], &env);
+        assert_eq!(code, 0, "{err}");
+        let made: Value = serde_json::from_str(&out).unwrap();
+        assert!(made["apiKey"].as_str().unwrap().starts_with("wbk_"));
+        // The key goes to stdout only, never to stderr.
+        assert!(!err.contains(made["apiKey"].as_str().unwrap()));
+    }
+    let (code, _, err) = run(dir.path(), &["apps", "keys", "create", &app_id], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already holds 10"), "{err}");
+    let (code, out, _) = run(dir.path(), &["apps", "keys", "list", &app_id], &env);
+    assert_eq!(code, 0);
+    assert!(!out.contains(&key[12..]), "a list shows no key");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+}

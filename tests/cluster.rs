@@ -1319,3 +1319,131 @@ fn a_clean_stop_hands_leases_back_at_once() {
         sent.elapsed()
     );
 }
+
+/// The most of `arrivals` inside any window of `width`.
+fn most_within(arrivals: &[Instant], width: Duration) -> usize {
+    let mut sorted = arrivals.to_vec();
+    sorted.sort();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end].duration_since(sorted[start]) >= width {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// `rateLimit` and `maxConcurrency` are per webhook, not per instance: with
+/// events ingested through both of two instances, a receiver still sees at
+/// most the limit in any second (plus 10%), another never more requests
+/// open than its cap, both in order per channel, with nothing lost. The
+/// lease makes one instance a webhook's only sender, so the limits are
+/// exact.
+#[test]
+fn a_rate_limit_and_a_concurrency_cap_hold_across_two_instances() {
+    const RATE: u64 = 20;
+    const EVENTS: u64 = 300;
+    const CHANNELS: u64 = 10;
+    // The capped receiver holds each request open this long: 2 at once
+    // make 20/s, and 10 channels would open 10 without the cap.
+    let hold = Duration::from_millis(100);
+    let _serial = one_at_a_time();
+    let Some(db) = TestDb::new(Store::Mysql) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let limited = daemon::background_receiver(|_, _| Answer::status(204));
+    let capped = daemon::background_receiver(move |_, _| Answer::status(204).after(hold));
+    let nodes = Node::start_all(dir.path(), &db, &["a", "b"], &[]);
+    let (app_id, key) = create_app(&nodes[0]);
+    // B knows the app (and its key) within a second.
+    wait_all_know(&nodes, &key, 0);
+    for (node, body) in [
+        (
+            &nodes[1],
+            json!({"uri": limited.url, "event": "all", "rateLimit": RATE}),
+        ),
+        (
+            &nodes[0],
+            json!({"uri": capped.url, "event": "all", "maxConcurrency": 2}),
+        ),
+    ] {
+        let (status, body) = node.call("POST", "/v1/webhook", Some(&key), &body);
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_all_know(&nodes, &key, 2);
+
+    // Each channel's events one after another, alternating instances.
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let loaders: Vec<_> = (0..CHANNELS)
+        .map(|ch| {
+            let (ports, app_id) = (ports.clone(), app_id.clone());
+            std::thread::spawn(move || {
+                for n in 0..EVENTS / CHANNELS {
+                    let channel = json!({"id": format!("ch-{ch}"), "seq": n});
+                    let port = ports[(n as usize + ch as usize) % ports.len()];
+                    assert_eq!(ingest(port, &app_id, channel), Ok(2));
+                }
+            })
+        })
+        .collect();
+    for l in loaders {
+        l.join().expect("every event is accepted");
+    }
+    let started = Instant::now();
+    for receiver in [&limited, &capped] {
+        let all = daemon::wait_until(Duration::from_secs(60), || {
+            receiver.received().len() >= EVENTS as usize
+        });
+        assert!(
+            all,
+            "{} of {EVENTS} deliveries arrived",
+            receiver.received().len()
+        );
+        assert_each_once_in_channel_order(&receiver.received(), EVENTS as usize);
+    }
+    let arrivals = |r: &Receiver| r.received().iter().map(|r| r.at).collect::<Vec<_>>();
+    let per_second = most_within(&arrivals(&limited), Duration::from_secs(1));
+    let open = most_within(&arrivals(&capped), hold - Duration::from_millis(20));
+    eprintln!(
+        "{EVENTS} events through 2 instances, done {:?} after the last 202: rateLimit {RATE} \
+         gave at most {per_second} in a second; maxConcurrency 2, {open} open at once",
+        started.elapsed()
+    );
+    assert!(
+        per_second as u64 <= RATE + RATE / 10,
+        "{per_second} deliveries within one second, over {RATE} + 10%"
+    );
+    assert!(
+        per_second as u64 >= RATE * 3 / 4,
+        "{per_second} in the busiest second: the limit is not used"
+    );
+    assert!(
+        open <= 2,
+        "{open} requests open at once with maxConcurrency 2"
+    );
+    assert_eq!(open, 2, "the cap of 2 is used");
+}
+
+/// Asserts `got` holds `n` distinct deliveries and that each channel's
+/// first arrivals came in increasing `seq`.
+fn assert_each_once_in_channel_order(got: &[Received], n: usize) {
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut ids = HashSet::new();
+    for r in got {
+        if !ids.insert(r.header("webhook-id").unwrap().to_owned()) {
+            continue;
+        }
+        let body = r.json();
+        let (ch, seq) = (
+            body["id"].as_str().unwrap().to_owned(),
+            body["seq"].as_u64().unwrap(),
+        );
+        if let Some(prev) = last.insert(ch.clone(), seq) {
+            assert!(prev < seq, "{ch}: seq {seq} after {prev}");
+        }
+    }
+    assert_eq!(ids.len(), n, "every event arrived");
+}

@@ -410,22 +410,160 @@ fn a_webhook_one_instance_disables_on_a_410_is_disabled_on_the_other_within_a_se
     assert_eq!(b.deliveries_for(&app_id, "after"), Some(0));
 }
 
-/// `webhook-broker apps create` against `db`: (id, key), and the moment
-/// the command exited.
-fn cli_create_app(dir: &std::path::Path, db: &TestDb) -> (String, String, Instant) {
+impl Instance {
+    /// Whether `key` may list webhooks here (200), or the status instead.
+    fn lists_webhooks_with(&self, key: &str) -> u16 {
+        self.call("GET", "/v1/webhook", Some(key), &Value::Null).0
+    }
+
+    /// Ingests an event for `app_id` with `token`: the status.
+    fn ingest_status(&self, token: &str, app_id: &str) -> u16 {
+        self.call(
+            "POST",
+            "/v1/events",
+            Some(token),
+            &json!({"event": "channel_live", "appId": app_id, "channel": {"id": "k"}}),
+        )
+        .0
+    }
+
+    /// An admin call that must answer `want`; its body.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    fn admin(&self, method: &str, path: &str, body: &Value, want: u16) -> Value {
+        let (status, body) = self.call(method, path, Some(ADMIN_TOKEN), body);
+        assert_eq!(status, want, "{method} {path}: {body}");
+        body
+    }
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn keys_created_or_revoked_through_one_instance_are_in_force_on_the_other_within_a_second() {
+    let Some((_db, _dir, a, b)) = two_instances() else {
+        return;
+    };
+    let (app_id, first) = a.create_app();
+    let keys = format!("/v1/apps/{app_id}/keys");
+
+    let second = a.admin("POST", &keys, &Value::Null, 201);
+    let second_key = second["apiKey"].as_str().unwrap().to_owned();
+    let took = first_true(Instant::now(), || b.lists_webhooks_with(&second_key) == 200);
+    assert_within_requirement(took, "B accepts the app key created through A");
+
+    let first_id = b.admin("GET", &keys, &Value::Null, 200)["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(daemon::wait_until(GIVE_UP, || a
+        .lists_webhooks_with(&first)
+        == 200));
+    b.admin("DELETE", &format!("{keys}/{first_id}"), &Value::Null, 200);
+    let revoked = Instant::now();
+    assert_eq!(b.lists_webhooks_with(&first), 401, "B refuses it at once");
+    let took = first_true(revoked, || a.lists_webhooks_with(&first) == 401);
+    assert_within_requirement(took, "A refuses the app key revoked through B");
+    assert_eq!(a.lists_webhooks_with(&second_key), 200);
+
+    let ingest = b.admin("POST", "/v1/ingest-keys", &json!({"apps": [app_id]}), 201);
+    let ingest_key = ingest["apiKey"].as_str().unwrap().to_owned();
+    let took = first_true(Instant::now(), || {
+        a.ingest_status(&ingest_key, &app_id) == 202
+    });
+    assert_within_requirement(took, "A accepts the ingest key created through B");
+    a.admin(
+        "DELETE",
+        &format!("/v1/ingest-keys/{}", ingest["id"].as_str().unwrap()),
+        &Value::Null,
+        200,
+    );
+    let revoked = Instant::now();
+    let took = first_true(revoked, || b.ingest_status(&ingest_key, &app_id) == 401);
+    assert_within_requirement(took, "B refuses the ingest key revoked through A");
+}
+
+/// Runs the CLI against `db` with `args`; its JSON output.
+fn cli_json(dir: &std::path::Path, db: &TestDb, args: &[&str]) -> (Value, Instant) {
     let url = daemon::database_url(db);
     let out = daemon::command(dir, &[("DATABASE_URL", url.as_str())])
-        .args(["apps", "create", "from-the-cli"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .output()
         .expect("the CLI runs");
     let exited = Instant::now();
     assert!(
         out.status.success(),
-        "{}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let app: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}")),
+        exited,
+    )
+}
+
+fn keys_made_or_revoked_by_the_cli_are_in_force_on_a_running_daemon_within_a_second(store: Store) {
+    let Some(db) = TestDb::new(store) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Instance::start(dir.path(), &db, "coherence-cli-keys");
+    let (app_id, first, _) = cli_create_app(dir.path(), &db);
+
+    let (second, exited) = cli_json(
+        dir.path(),
+        &db,
+        &["apps", "keys", "create", &app_id, "--name", "ci"],
+    );
+    let second_key = second["apiKey"].as_str().unwrap().to_owned();
+    assert!(second_key.starts_with("wbk_"));
+    let took = first_true(exited, || broker.lists_webhooks_with(&second_key) == 200);
+    assert_within_requirement(took, "the daemon accepts the CLI's second key");
+
+    let (listed, _) = cli_json(dir.path(), &db, &["apps", "keys", "list", &app_id]);
+    let listed = listed.as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(!Value::Array(listed.clone())
+        .to_string()
+        .contains(&second_key[12..]));
+    assert_eq!(listed[1]["name"], "ci");
+    let first_id = listed[0]["id"].as_str().unwrap();
+
+    assert!(daemon::wait_until(GIVE_UP, || broker
+        .lists_webhooks_with(&first)
+        == 200));
+    let (_, exited) = cli_json(
+        dir.path(),
+        &db,
+        &["apps", "keys", "revoke", &app_id, first_id],
+    );
+    let took = first_true(exited, || broker.lists_webhooks_with(&first) == 401);
+    assert_within_requirement(took, "the daemon refuses the key the CLI revoked");
+
+    let (ingest, exited) = cli_json(
+        dir.path(),
+        &db,
+        &["ingest-keys", "create", "--app", &app_id],
+    );
+    let ingest_key = ingest["apiKey"].as_str().unwrap().to_owned();
+    assert_eq!(ingest["apps"], json!([app_id]));
+    let took = first_true(exited, || broker.ingest_status(&ingest_key, &app_id) == 202);
+    assert_within_requirement(took, "the daemon accepts the CLI's ingest key");
+    assert_eq!(broker.lists_webhooks_with(&ingest_key), 403);
+    let (listed, _) = cli_json(dir.path(), &db, &["ingest-keys", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let ingest_id = ingest["id"].as_str().unwrap();
+    let (_, exited) = cli_json(dir.path(), &db, &["ingest-keys", "revoke", ingest_id]);
+    let took = first_true(exited, || broker.ingest_status(&ingest_key, &app_id) == 401);
+    assert_within_requirement(took, "the daemon refuses the ingest key the CLI revoked");
+}
+
+on_both_stores_sync!(
+    keys_made_or_revoked_by_the_cli_are_in_force_on_a_running_daemon_within_a_second
+);
+
+/// `webhook-broker apps create` against `db`: (id, key), and the moment
+/// the command exited.
+fn cli_create_app(dir: &std::path::Path, db: &TestDb) -> (String, String, Instant) {
+    let (app, exited) = cli_json(dir, db, &["apps", "create", "from-the-cli"]);
     (
         app["id"].as_str().unwrap().to_owned(),
         app["apiKey"].as_str().unwrap().to_owned(),

@@ -306,7 +306,61 @@ async fn pending_deliveries_are_resumed_after_a_restart_with_the_same_id(store: 
     );
 }
 
+/// A channel whose head waits over 10 s for a retry holds no bodies
+/// meanwhile (its head's nor those queued behind it); each is read again
+/// from the database when due, and goes out byte for byte as first signed.
+async fn deliveries_waiting_long_for_a_retry_are_sent_with_their_bodies_read_again(store: Store) {
+    let Some(db) = common::TestDb::new(store) else {
+        return;
+    };
+    let app = TestApp::spawn_with(std::sync::Arc::new(db), |c| {
+        // 13 s less 20% jitter is still over the 10 s a body is kept.
+        c.retry_schedule = vec![Duration::from_secs(13)];
+    })
+    .await;
+    let receiver = Receiver::start_scripted(&[500]);
+    let (app_id, key) = app.create_app("tv").await;
+    let webhook = app.create_webhook(&key, &receiver.url, json!("all")).await;
+    let secret = webhook["secret"].as_str().unwrap();
+    let read_again = || webhook_broker::metrics::metrics().bodies_read_again.get();
+    let before = read_again();
+    for seq in 0..3 {
+        let channel = json!({"id": "ch-long", "seq": seq, "title": format!("show {seq}")});
+        assert_eq!(
+            app.send_event(&app_id, "channel_live", channel)
+                .await
+                .status,
+            202
+        );
+    }
+    let got = receiver.wait_for(4, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 4, "a failure, then all three in order");
+    assert!(got[1].at.duration_since(got[0].at) >= Duration::from_secs(10));
+    assert_eq!(got[1].body, got[0].body, "the retry sends the same bytes");
+    for (req, seq) in got[1..].iter().zip(0..) {
+        let body = req.json();
+        assert_eq!(
+            (body["seq"].clone(), body["title"].clone()),
+            (json!(seq), json!(format!("show {seq}")))
+        );
+        let (id, ts) = (
+            req.header("webhook-id").unwrap(),
+            req.header("webhook-timestamp").unwrap(),
+        );
+        assert_eq!(
+            req.header("webhook-signature").unwrap(),
+            expected_signature(secret, id, ts, &req.body)
+        );
+    }
+    assert!(
+        read_again() - before >= 3,
+        "the three bodies were read again, not held: {} reads",
+        read_again() - before
+    );
+}
+
 on_both_stores!(
+    deliveries_waiting_long_for_a_retry_are_sent_with_their_bodies_read_again,
     a_delivery_carries_the_body_and_a_verifiable_signature,
     delivery_is_retried_after_a_500_with_the_same_webhook_id,
     a_delivery_is_marked_failed_after_the_schedule_is_used_up,

@@ -60,7 +60,7 @@ pub fn sqlite_with_webhooks(
                 uri: uri(i),
                 events: events.clone(),
                 secret: webhook_broker::signature::generate_secret(),
-                status: "enabled".into(),
+                status: webhook_broker::domain::WebhookStatus::Enabled,
                 disabled_reason: None,
                 disabled_at: None,
                 created_at: now,

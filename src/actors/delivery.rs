@@ -109,8 +109,9 @@ pub struct DeliveryJob {
     pub channel_id: Option<String>,
     /// Its sequence number: the order within a channel.
     pub seq: i64,
-    /// The exact body to POST.
-    pub body: Bytes,
+    /// The exact body to POST; `None` while a long wait for the attempt
+    /// lets it go ([`crate::backlog::sheds_body`]), read again when due.
+    pub body: Option<Bytes>,
     /// Attempts already made.
     pub attempts_made: u32,
     /// When the next attempt is due, epoch ms.
@@ -128,7 +129,7 @@ impl DeliveryJob {
             delivery_id: row.id,
             channel_id: row.channel_id,
             seq: row.seq,
-            body,
+            body: Some(body),
             attempts_made: row.attempts.max(0) as u32,
             due_at: row.next_attempt_at,
         }
@@ -140,6 +141,8 @@ impl DeliveryJob {
 struct ChannelQueue {
     jobs: BTreeMap<(i64, String), DeliveryJob>,
     active: bool,
+    /// When the active head's attempt is due, epoch ms.
+    head_due: i64,
 }
 
 /// The delivery actor of one webhook.
@@ -316,6 +319,11 @@ impl WebhookDelivery {
             None => self.schedule(job, ctx),
             Some(channel) => {
                 let queue = self.channels.entry(channel.clone()).or_default();
+                let mut job = job;
+                if queue.active && crate::backlog::sheds_body(queue.head_due - now_ms()) {
+                    // It waits behind a head that waits long.
+                    job.body = None;
+                }
                 queue.jobs.insert(job.order_key(), job);
                 self.activate(&channel, ctx);
             }
@@ -364,8 +372,26 @@ impl WebhookDelivery {
         self.read_page_if_due(ctx);
     }
 
-    fn schedule(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
+    fn schedule(&mut self, mut job: DeliveryJob, ctx: &mut Context<Self>) {
         let wait = job.due_at - now_ms();
+        let shed = crate::backlog::sheds_body(wait);
+        if shed {
+            // Nothing of the channel goes before its head: the bodies
+            // queued behind it wait at least as long.
+            job.body = None;
+        }
+        if let Some(queue) = job
+            .channel_id
+            .as_ref()
+            .and_then(|c| self.channels.get_mut(c))
+        {
+            queue.head_due = job.due_at;
+            if shed {
+                for queued in queue.jobs.values_mut() {
+                    queued.body = None;
+                }
+            }
+        }
         if wait > 0 {
             ctx.run_later(Duration::from_millis(wait as u64), move |act, ctx| {
                 act.attempt(job, ctx)
@@ -387,6 +413,10 @@ impl WebhookDelivery {
             ctx.run_later(LEASE_WAIT, move |act, ctx| act.attempt(job, ctx));
             return;
         }
+        if job.body.is_none() {
+            self.read_body(job, ctx);
+            return;
+        }
         if !self.throttled.is_empty() || self.throttle_wait(Instant::now()).is_some() {
             metrics().deliveries_throttled.inc();
             self.throttled.push_back(job);
@@ -394,6 +424,42 @@ impl WebhookDelivery {
             return;
         }
         self.send(job, ctx);
+    }
+
+    /// Reads the body of a job that let it go during a long wait, then
+    /// attempts it. A delivery no longer in the database (its webhook was
+    /// deleted, or the delivery pruned) is let go.
+    fn read_body(&mut self, mut job: DeliveryJob, ctx: &mut Context<Self>) {
+        let outbox = self.outbox.clone();
+        let id = job.delivery_id.clone();
+        let read = actix_web::web::block(move || {
+            let mut conn = outbox.pool.get().map_err(|e| e.to_string())?;
+            db::deliveries::payload_of(&mut conn, &id).map_err(|e| e.to_string())
+        });
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(Ok(Some(payload))) => {
+                metrics().bodies_read_again.inc();
+                job.body = Some(Bytes::from(payload));
+                act.attempt(job, ctx);
+            }
+            Ok(Ok(None)) => {
+                log::info!(
+                    "delivery {} of webhook {} is no longer stored; not sending it",
+                    job.delivery_id,
+                    act.target.webhook_id
+                );
+                act.release(&job, ctx);
+            }
+            failed => {
+                if let Ok(Err(e)) = failed {
+                    log::warn!(
+                        "could not read the body of delivery {}: {e}",
+                        job.delivery_id
+                    );
+                }
+                ctx.run_later(PAGE_RETRY, move |act, ctx| act.attempt(job, ctx));
+            }
+        }));
     }
 
     /// Why the next attempt may not start at `now`: `Some(None)` at the
@@ -447,7 +513,8 @@ impl WebhookDelivery {
         metrics().deliveries_in_flight.inc();
         let timestamp = now_ms() / 1000;
         let keys = self.target.keys_at(now_ms());
-        let signature = signature::signature_header(&keys, &job.delivery_id, timestamp, &job.body);
+        let body = job.body.clone().expect("attempt() reads the body first");
+        let signature = signature::signature_header(&keys, &job.delivery_id, timestamp, &body);
         let mut request = self
             .client
             .post(self.target.url.as_str())
@@ -461,7 +528,6 @@ impl WebhookDelivery {
         for (name, value) in &self.target.headers {
             request = request.insert_header((name.clone(), value.clone()));
         }
-        let body = job.body.clone();
         let started_at = now_ms();
         let clock = Instant::now();
         let send = async move {

@@ -1,5 +1,5 @@
-//! The registry owns subscription state: apps (tenants) with their hashed API
-//! keys, and webhooks with the events they subscribe to. It is the only
+//! The registry owns subscription state: apps (tenants), the hashed API
+//! keys of apps and of ingest callers ([`KeyRing`]), and webhooks with the events they subscribe to. It is the only
 //! writer of that state. Every change is written through to the database
 //! first and applied to memory only once committed, so memory never holds
 //! what the database does not. It runs on a one-thread `SyncArbiter`: its
@@ -20,10 +20,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::db::keys::{KeyRow, NewKey};
 use crate::db::models::{AppRow, WebhookRow};
 use crate::db::{self, now_ms, Pool};
 use crate::domain::{CustomHeaders, EventKind, EventSet, Throttle, WebhookUri};
 use crate::error::BrokerError;
+use crate::keys::KeyRing;
+pub use crate::keys::Principal;
 use crate::signature;
 pub use crate::subscription::{App, DeliveryTarget, Webhook, WebhookStatus};
 
@@ -42,6 +45,7 @@ pub const CHANGE_PAGE: i64 = 1000;
 /// The state loaded from the database at start (or at a full reload).
 pub struct Snapshot {
     apps: Vec<AppRow>,
+    keys: Vec<KeyRow>,
     webhooks: Vec<WebhookRow>,
     /// The change-log version the rows are as of.
     version: i64,
@@ -57,6 +61,7 @@ impl Snapshot {
             Ok(Snapshot {
                 version: db::changes::current(conn)?,
                 apps: db::apps::all(conn)?,
+                keys: db::keys::all(conn)?,
                 webhooks: db::webhooks::all(conn)?,
             })
         })
@@ -64,14 +69,14 @@ impl Snapshot {
 }
 
 /// The SHA-256 of an API key, hex: what is stored and looked up. Keys are
-/// made, hashed and stored by [`db::apps::create`].
+/// made, hashed and stored by [`db::keys`].
 pub use crate::db::apps::hash_api_key;
 
 /// The registry actor.
 pub struct Registry {
     pool: Pool,
     apps: HashMap<String, App>,
-    key_hashes: HashMap<String, String>,
+    keys: KeyRing,
     webhooks: HashMap<String, Webhook>,
     by_app: HashMap<String, BTreeSet<String>>,
     changes: Recipient<WebhookChanged>,
@@ -97,7 +102,7 @@ impl Registry {
         let mut registry = Registry {
             pool,
             apps: HashMap::new(),
-            key_hashes: HashMap::new(),
+            keys: KeyRing::default(),
             webhooks: HashMap::new(),
             by_app: HashMap::new(),
             changes,
@@ -109,6 +114,9 @@ impl Registry {
         for row in snapshot.apps {
             registry.remember_app(row);
         }
+        for row in &snapshot.keys {
+            registry.keys.insert(row);
+        }
         for row in snapshot.webhooks {
             let id = row.id.clone();
             match Webhook::from_row(row) {
@@ -117,8 +125,9 @@ impl Registry {
             }
         }
         log::info!(
-            "registry loaded {} apps and {} webhooks",
+            "registry loaded {} apps, {} API keys and {} webhooks",
             registry.apps.len(),
+            registry.keys.len(),
             registry.webhooks.len()
         );
         registry
@@ -130,7 +139,6 @@ impl Registry {
             name: row.name,
             created_at: row.created_at,
         };
-        self.key_hashes.insert(row.api_key_hash, row.id.clone());
         self.apps.insert(row.id, app.clone());
         app
     }
@@ -246,10 +254,12 @@ impl Registry {
         rows: &[db::changes::ChangeRow],
     ) -> Result<(), BrokerError> {
         let mut app_ids = BTreeSet::new();
+        let mut key_ids = BTreeSet::new();
         let mut webhook_ids = BTreeSet::new();
         for row in rows {
             match row.kind.as_str() {
                 db::changes::kind::APP => app_ids.insert(row.entity_id.as_str()),
+                db::changes::kind::KEY => key_ids.insert(row.entity_id.as_str()),
                 db::changes::kind::WEBHOOK => webhook_ids.insert(row.entity_id.as_str()),
                 other => {
                     log::warn!("ignoring a change of unknown kind `{other}`");
@@ -258,14 +268,26 @@ impl Registry {
             };
         }
         let app_ids: Vec<&str> = app_ids.into_iter().collect();
+        let key_ids: Vec<&str> = key_ids.into_iter().collect();
         let webhook_ids: Vec<&str> = webhook_ids.into_iter().collect();
         let apps = db::apps::by_ids(conn, &app_ids)?;
+        let mut keys: HashMap<String, KeyRow> = db::keys::by_ids(conn, &key_ids)?
+            .into_iter()
+            .map(|k| (k.id.clone(), k))
+            .collect();
         let mut webhooks: HashMap<String, WebhookRow> = db::webhooks::by_ids(conn, &webhook_ids)?
             .into_iter()
             .map(|w| (w.id.clone(), w))
             .collect();
         for row in apps {
             self.remember_app(row);
+        }
+        // A key missing from the table was revoked.
+        for id in key_ids {
+            match keys.remove(id) {
+                Some(row) => drop(self.keys.insert(&row)),
+                None => self.keys.remove(id),
+            }
         }
         for id in webhook_ids {
             let row = webhooks.remove(id);
@@ -324,9 +346,12 @@ impl Registry {
     /// Replaces memory with `snapshot`, announcing what changed on the way.
     fn reload(&mut self, snapshot: Snapshot) {
         self.apps.clear();
-        self.key_hashes.clear();
+        self.keys.clear();
         for row in snapshot.apps {
             self.remember_app(row);
+        }
+        for row in &snapshot.keys {
+            self.keys.insert(row);
         }
         let mut gone: BTreeSet<String> = self.webhooks.keys().cloned().collect();
         for row in snapshot.webhooks {
@@ -344,6 +369,49 @@ impl Registry {
             self.webhooks.len(),
             self.seen_version
         );
+    }
+
+    /// Fails with 404 unless `app_id` is a known app.
+    fn known_app(&self, app_id: &str) -> Result<(), BrokerError> {
+        if self.apps.contains_key(app_id) {
+            Ok(())
+        } else {
+            Err(BrokerError::NotFound(format!("app `{app_id}` not found")))
+        }
+    }
+
+    /// Forgets a key [`db::keys::revoke`] deleted; 404 when there was none.
+    fn revoked(&mut self, revoked: bool, key_id: &str) -> Result<(), BrokerError> {
+        if !revoked {
+            return Err(BrokerError::NotFound(format!("key `{key_id}` not found")));
+        }
+        self.keys.remove(key_id);
+        Ok(())
+    }
+
+    /// Writes the key uses noted since the last poll (`lastUsedAt`). It is
+    /// bookkeeping: a failure is logged and those uses are dropped.
+    fn write_key_uses(&mut self) {
+        let uses = self.keys.take_unwritten();
+        if uses.is_empty() {
+            return;
+        }
+        let written = self
+            .pool
+            .get_timeout(POLL_CONN_WAIT)
+            .map_err(BrokerError::from)
+            .and_then(|mut conn| {
+                for (id, at) in &uses {
+                    db::keys::touch(&mut conn, id, *at)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
+            log::warn!(
+                "could not record when {} API keys were last used: {e}",
+                uses.len()
+            );
+        }
     }
 
     fn announce(&self, webhook_id: &str, target: Option<Arc<DeliveryTarget>>) {
@@ -391,8 +459,10 @@ impl Handler<CreateApp> for Registry {
 
     fn handle(&mut self, msg: CreateApp, _: &mut Self::Context) -> Self::Result {
         // The same function as `webhook-broker apps create`.
-        let db::apps::NewApp { row, api_key } = db::apps::create(&mut *self.conn()?, msg.name)?;
+        let db::apps::NewApp { row, key, api_key } =
+            db::apps::create(&mut *self.conn()?, msg.name)?;
         let app = self.remember_app(row);
+        self.keys.insert(&key);
         Ok(CreatedApp { app, api_key })
     }
 }
@@ -412,19 +482,120 @@ impl Handler<ListApps> for Registry {
     }
 }
 
-/// Finds the app whose API key hashes to `key_hash`.
+/// Finds whom the API key hashing to `key_hash` speaks for (an app, or an
+/// ingest caller), and notes its use for `lastUsedAt`.
 #[derive(Message)]
-#[rtype(result = "Option<String>")]
+#[rtype(result = "Option<Principal>")]
 pub struct Authenticate {
     /// [`hash_api_key`] of the presented key.
     pub key_hash: String,
 }
 
 impl Handler<Authenticate> for Registry {
-    type Result = Option<String>;
+    type Result = Option<Principal>;
 
     fn handle(&mut self, msg: Authenticate, _: &mut Self::Context) -> Self::Result {
-        self.key_hashes.get(&msg.key_hash).cloned()
+        self.keys.authenticate(&msg.key_hash, now_ms())
+    }
+}
+
+/// Creates one more API key for an app (at most
+/// [`db::keys::MAX_APP_KEYS`] at once).
+#[derive(Message)]
+#[rtype(result = "Result<NewKey, BrokerError>")]
+pub struct CreateAppKey {
+    /// The app.
+    pub app_id: String,
+    /// A label.
+    pub name: Option<String>,
+}
+
+impl Handler<CreateAppKey> for Registry {
+    type Result = Result<NewKey, BrokerError>;
+
+    fn handle(&mut self, msg: CreateAppKey, _: &mut Self::Context) -> Self::Result {
+        self.known_app(&msg.app_id)?;
+        let key = db::keys::create_app_key(&mut *self.conn()?, &msg.app_id, msg.name)?.ok_or_else(
+            || {
+                BrokerError::Conflict(format!(
+                    "app `{}` already holds {} API keys; revoke one first",
+                    msg.app_id,
+                    db::keys::MAX_APP_KEYS
+                ))
+            },
+        )?;
+        self.keys.insert(&key.row);
+        Ok(key)
+    }
+}
+
+/// Revokes one of an app's API keys, at once on this instance and within a
+/// poll on every other.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct RevokeAppKey {
+    /// The app.
+    pub app_id: String,
+    /// The key's id, `key_...`.
+    pub key_id: String,
+}
+
+impl Handler<RevokeAppKey> for Registry {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: RevokeAppKey, _: &mut Self::Context) -> Self::Result {
+        self.known_app(&msg.app_id)?;
+        let revoked = db::keys::revoke(
+            &mut *self.conn()?,
+            db::keys::Owner::App(&msg.app_id),
+            &msg.key_id,
+        )?;
+        self.revoked(revoked, &msg.key_id)
+    }
+}
+
+/// Creates an ingest key: it may only send events, for `apps` when given.
+#[derive(Message)]
+#[rtype(result = "Result<NewKey, BrokerError>")]
+pub struct CreateIngestKey {
+    /// A label.
+    pub name: Option<String>,
+    /// The apps it may send events for; `None`: every app.
+    pub apps: Option<Vec<String>>,
+}
+
+impl Handler<CreateIngestKey> for Registry {
+    type Result = Result<NewKey, BrokerError>;
+
+    fn handle(&mut self, msg: CreateIngestKey, _: &mut Self::Context) -> Self::Result {
+        if let Some(apps) = &msg.apps {
+            if let Some(unknown) = apps.iter().find(|a| !self.apps.contains_key(*a)) {
+                return Err(BrokerError::Unprocessable(format!(
+                    "apps: unknown app `{unknown}`"
+                )));
+            }
+        }
+        let key = db::keys::create_ingest_key(&mut *self.conn()?, msg.name, msg.apps.as_deref())?;
+        self.keys.insert(&key.row);
+        Ok(key)
+    }
+}
+
+/// Revokes an ingest key, at once on this instance and within a poll on
+/// every other.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct RevokeIngestKey {
+    /// The key's id, `key_...`.
+    pub key_id: String,
+}
+
+impl Handler<RevokeIngestKey> for Registry {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: RevokeIngestKey, _: &mut Self::Context) -> Self::Result {
+        let revoked = db::keys::revoke(&mut *self.conn()?, db::keys::Owner::Ingest, &msg.key_id)?;
+        self.revoked(revoked, &msg.key_id)
     }
 }
 
@@ -833,6 +1004,8 @@ impl Handler<PollChanges> for Registry {
     type Result = Result<usize, BrokerError>;
 
     fn handle(&mut self, _: PollChanges, _: &mut Self::Context) -> Self::Result {
-        self.poll_changes()
+        let read = self.poll_changes()?;
+        self.write_key_uses();
+        Ok(read)
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::auth::Admin;
+use super::auth::{Admin, Ingestor};
 use super::openapi::{EventName, IdempotencyHeader};
 use super::{idempotent, json_text, ApiState, IdempotencyKey};
 use crate::actors::dispatcher::ChannelEvent;
@@ -127,7 +127,7 @@ pub struct AcceptedEvent {
     path = "/v1/events",
     operation_id = "ingestEvent",
     tag = "admin",
-    security(("admin_token" = [])),
+    security(("admin_token" = []), ("ingest_key" = [])),
     request_body = IngestBody,
     params(IdempotencyHeader),
     responses(
@@ -141,7 +141,7 @@ pub struct AcceptedEvent {
     ),
 )]
 pub async fn ingest_event(
-    _: Admin,
+    caller: Ingestor,
     key: IdempotencyKey,
     state: web::Data<ApiState>,
     body: web::Json<IngestBody>,
@@ -160,6 +160,7 @@ pub async fn ingest_event(
             "eventTime must be epoch milliseconds (>= 0)",
         ));
     }
+    caller.may_ingest_for(&body.app_id)?;
     let mut msg = ChannelEvent::new(body.app_id, event, channel);
     msg.event_time = body.event_time;
     let content = msg.content();
@@ -171,7 +172,7 @@ pub async fn ingest_event(
     idempotent(
         &state,
         key,
-        scope::ADMIN.into(),
+        caller.idempotency_scope(),
         "POST /v1/events",
         &content,
         op,

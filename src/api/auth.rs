@@ -1,8 +1,9 @@
 //! Authentication. A middleware on `/v1` works out who is calling before any
-//! handler runs or any body is read: the admin (the admin token), an app (an
-//! API key), or nobody. The [`Admin`] and [`AppAuth`] extractors then only
-//! read that verdict, so a request with a wrong token is refused with 401
-//! whatever its body holds.
+//! handler runs or any body is read: the admin (the admin token), an app (one
+//! of its API keys), an ingest caller (an ingest key), or nobody. The
+//! [`Admin`], [`AppAuth`] and [`Ingestor`] extractors then only read that
+//! verdict, so a request with a wrong token is refused with 401 whatever its
+//! body holds, and an ingest key with 403 anywhere but `POST /v1/events`.
 //!
 //! The admin token and app keys are compared through their SHA-256 digests:
 //! the admin digest in constant time, app keys by looking their digest up,
@@ -20,14 +21,17 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiState;
-use crate::actors::registry::{hash_api_key, Authenticate};
+use crate::actors::registry::{hash_api_key, Authenticate, Principal};
 use crate::error::BrokerError;
+use crate::idempotency::scope;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
 enum Identity {
     Admin,
     App(String),
+    /// An ingest key ([`Principal::Ingest`]).
+    Ingest(Principal),
     /// No valid credentials: why, for the 401.
     Nobody(String),
     /// The registry could not be asked.
@@ -84,7 +88,8 @@ async fn identify(req: &HttpRequest) -> Identity {
         })
         .await;
     match app {
-        Ok(Some(app_id)) => Identity::App(app_id),
+        Ok(Some(Principal::App { app_id, .. })) => Identity::App(app_id),
+        Ok(Some(ingest @ Principal::Ingest { .. })) => Identity::Ingest(ingest),
         Ok(None) => Identity::Nobody("invalid token".into()),
         Err(_) => Identity::Unknown,
     }
@@ -107,6 +112,20 @@ fn identity(req: &HttpRequest) -> Identity {
         .unwrap_or(Identity::Unknown)
 }
 
+const INGEST_ONLY: &str = "an ingest key may only call POST /v1/events";
+const APP_NOT_ADMIN: &str = "an app API key cannot call admin endpoints";
+
+/// The refusal of a caller that an extractor does not take: 403 for valid
+/// credentials of another kind (`wrong_kind` says why), 401 for none.
+fn refusal(identity: Identity, wrong_kind: &str) -> BrokerError {
+    match identity {
+        Identity::Ingest(_) => BrokerError::Forbidden(INGEST_ONLY.into()),
+        Identity::Admin | Identity::App(_) => BrokerError::Forbidden(wrong_kind.into()),
+        Identity::Nobody(why) => BrokerError::Unauthorized(why),
+        Identity::Unknown => BrokerError::Unavailable("cannot check credentials right now".into()),
+    }
+}
+
 /// A request made with the admin token.
 pub struct Admin;
 
@@ -117,13 +136,7 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match identity(req) {
             Identity::Admin => Ok(Admin),
-            Identity::App(_) => Err(BrokerError::Forbidden(
-                "an app API key cannot call admin endpoints".into(),
-            )),
-            Identity::Nobody(why) => Err(BrokerError::Unauthorized(why)),
-            Identity::Unknown => Err(BrokerError::Unavailable(
-                "cannot check credentials right now".into(),
-            )),
+            other => Err(refusal(other, APP_NOT_ADMIN)),
         })
     }
 }
@@ -138,13 +151,51 @@ impl FromRequest for AppAuth {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match identity(req) {
             Identity::App(app_id) => Ok(AppAuth(app_id)),
-            Identity::Admin => Err(BrokerError::Forbidden(
-                "the admin token is not an app API key; use the app's key".into(),
+            other => Err(refusal(
+                other,
+                "the admin token is not an app API key; use the app's key",
             )),
-            Identity::Nobody(why) => Err(BrokerError::Unauthorized(why)),
-            Identity::Unknown => Err(BrokerError::Unavailable(
-                "cannot check credentials right now".into(),
+        })
+    }
+}
+
+/// A request that may send events: the admin token, or an ingest key.
+pub enum Ingestor {
+    /// The admin token.
+    Admin,
+    /// An ingest key ([`Principal::Ingest`]).
+    Key(Principal),
+}
+
+impl Ingestor {
+    /// Refuses (403) an ingest key limited to other apps than `app_id`.
+    pub fn may_ingest_for(&self, app_id: &str) -> Result<(), BrokerError> {
+        match self {
+            Ingestor::Key(key) if !key.may_ingest_for(app_id) => Err(BrokerError::Forbidden(
+                format!("this ingest key may not send events for app `{app_id}`"),
             )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whose Idempotency-Keys these are: the admin's, or this ingest key's.
+    pub fn idempotency_scope(&self) -> String {
+        match self {
+            Ingestor::Key(Principal::Ingest { key_id, .. }) => scope::ingest(key_id),
+            _ => scope::ADMIN.into(),
+        }
+    }
+}
+
+impl FromRequest for Ingestor {
+    type Error = BrokerError;
+    type Future = Ready<Result<Self, BrokerError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match identity(req) {
+            Identity::Admin => Ok(Ingestor::Admin),
+            Identity::Ingest(key) => Ok(Ingestor::Key(key)),
+            other => Err(refusal(other, APP_NOT_ADMIN)),
         })
     }
 }

@@ -9,12 +9,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::AppAuth;
 use super::openapi::EventName;
 use super::webhooks::parse_page;
-use super::ApiState;
+use super::{query, ApiState};
 use crate::actors::dispatcher::Requeue;
 use crate::actors::registry::GetWebhook;
+use crate::db;
 use crate::db::deliveries::LoggedDelivery;
 use crate::db::models::AttemptRow;
-use crate::db::{self, Pool};
 pub use crate::domain::DeliveryStatus;
 use crate::domain::EventKind;
 use crate::error::{BrokerError, ErrorBody};
@@ -25,18 +25,6 @@ async fn owned_webhook(state: &ApiState, app: AppAuth, id: String) -> Result<Str
         .send(GetWebhook { app_id: app.0, id })
         .await??;
     Ok(webhook.id)
-}
-
-/// Runs `f` on a pooled connection off the actix threads.
-pub(super) async fn query<T: Send + 'static>(
-    pool: Pool,
-    f: impl FnOnce(&mut db::DbConn) -> diesel::QueryResult<T> + Send + 'static,
-) -> Result<T, BrokerError> {
-    web::block(move || {
-        let mut conn = pool.get()?;
-        Ok::<_, BrokerError>(f(&mut conn)?)
-    })
-    .await?
 }
 
 /// One delivery of an event to a webhook, as listed. `GET` on one delivery

@@ -1,11 +1,12 @@
-//! The REST API: admin endpoints (apps, event ingest), app endpoints
-//! (webhooks) and health. Handlers validate input into domain types and send
+//! The REST API: admin endpoints (apps, API keys, event ingest), app
+//! endpoints (webhooks, deliveries) and health. Handlers validate input into domain types and send
 //! messages to the registry or the dispatcher; they hold no state.
 
 pub mod admin;
 pub mod auth;
 pub mod deliveries;
 pub mod health;
+pub mod keys;
 pub mod openapi;
 pub mod portal;
 pub mod webhooks;
@@ -14,6 +15,7 @@ use actix::Addr;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
+use futures_util::StreamExt;
 
 use crate::actors::dispatcher::Dispatcher;
 use crate::actors::registry::Registry;
@@ -140,6 +142,24 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
                     )
                     .service(resource("/events", "POST").route(web::post().to(admin::ingest_event)))
                     .service(
+                        resource("/apps/{app_id}/keys", "GET, POST")
+                            .route(web::post().to(keys::create_app_key))
+                            .route(web::get().to(keys::list_app_keys)),
+                    )
+                    .service(
+                        resource("/apps/{app_id}/keys/{key_id}", "DELETE")
+                            .route(web::delete().to(keys::revoke_app_key)),
+                    )
+                    .service(
+                        resource("/ingest-keys", "GET, POST")
+                            .route(web::post().to(keys::create_ingest_key))
+                            .route(web::get().to(keys::list_ingest_keys)),
+                    )
+                    .service(
+                        resource("/ingest-keys/{key_id}", "DELETE")
+                            .route(web::delete().to(keys::revoke_ingest_key)),
+                    )
+                    .service(
                         resource("/webhook", "GET, POST")
                             .route(web::post().to(webhooks::create))
                             .route(web::get().to(webhooks::list)),
@@ -238,4 +258,49 @@ fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
 
 fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
     BrokerError::NotFound(format!("invalid path: {err}")).into()
+}
+
+/// Reads an optional JSON body of at most `limit` bytes: `None` when it is
+/// empty (or only white space) or `null`. Failures answer as the JSON extractor's do.
+pub async fn optional_json<T: serde::de::DeserializeOwned>(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Option<T>, BrokerError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            BrokerError::bad_request("invalid_body", format!("cannot read request body: {e}"))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(BrokerError::PayloadTooLarge(format!(
+                "request body is over the {limit}-byte limit"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<Option<T>>(&body).map_err(|e| {
+        if e.is_data() {
+            BrokerError::Unprocessable(format!("invalid request body: {e}"))
+        } else {
+            BrokerError::bad_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+        }
+    })
+}
+
+/// Runs a database query on the blocking pool.
+pub async fn query<T: Send + 'static>(
+    pool: crate::db::Pool,
+    f: impl FnOnce(&mut crate::db::DbConn) -> diesel::QueryResult<T> + Send + 'static,
+) -> Result<T, BrokerError> {
+    web::block(move || {
+        let mut conn = pool.get()?;
+        Ok::<_, BrokerError>(f(&mut conn)?)
+    })
+    .await?
 }

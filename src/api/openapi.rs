@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{admin, deliveries, health, portal, webhooks};
+use super::{admin, deliveries, health, keys, portal, webhooks};
 use crate::error::{ErrorBody, ErrorDetail};
 
 /// A channel lifecycle event's name.
@@ -29,6 +29,8 @@ pub enum EventName {
 pub const ADMIN_SCHEME: &str = "admin_token";
 /// The name of the security scheme of the app endpoints.
 pub const APP_SCHEME: &str = "app_key";
+/// The name of the security scheme of ingest keys (`POST /v1/events`).
+pub const INGEST_SCHEME: &str = "ingest_key";
 
 struct SecuritySchemes;
 
@@ -53,9 +55,22 @@ impl Modify for SecuritySchemes {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("wbk_...")
                     .description(Some(
-                        "An app's API key, from `POST /v1/apps`: `Authorization: Bearer wbk_...`; \
-                         or a portal link's token, `wbp_...`, which acts as the app's key \
-                         until it expires.",
+                        "An app's API key, from `POST /v1/apps` or `POST /v1/apps/{appId}/keys`: \
+                         `Authorization: Bearer wbk_...`; or a portal link's token, `wbp_...`, \
+                         which acts as the app's key until it expires.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            INGEST_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("wbi_...")
+                    .description(Some(
+                        "An ingest key, from `POST /v1/ingest-keys`: `Authorization: Bearer \
+                         wbi_...`. It may call `POST /v1/events` only.",
                     ))
                     .build(),
             ),
@@ -82,6 +97,12 @@ impl Modify for SecuritySchemes {
         admin::create_app,
         admin::ingest_event,
         portal::create_link,
+        keys::create_app_key,
+        keys::list_app_keys,
+        keys::revoke_app_key,
+        keys::create_ingest_key,
+        keys::list_ingest_keys,
+        keys::revoke_ingest_key,
         webhooks::create,
         webhooks::list,
         webhooks::get,
@@ -100,6 +121,7 @@ impl Modify for SecuritySchemes {
     tags(
         (name = "health", description = "Health, readiness, metrics and this document; no authentication"),
         (name = "admin", description = "Apps, portal links and event ingest; the admin token"),
+        (name = "keys", description = "Apps' API keys and ingest keys; the admin token"),
         (name = "webhooks", description = "An app's webhooks; the app's API key"),
         (name = "deliveries", description = "A webhook's delivery log; the app's API key"),
     ),
@@ -195,7 +217,7 @@ pub enum AdminFailures {
     /// The wrong kind of credential.
     #[response(
         status = 403,
-        description = "An app API key instead of the admin token"
+        description = "An app API key or an ingest key instead of the admin token (on POST /v1/events: an app API key, or an ingest key limited to other apps)"
     )]
     Forbidden(ErrorBody),
     /// A fault of the broker.

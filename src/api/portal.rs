@@ -61,7 +61,7 @@ pub async fn check_link(state: &ApiState, token: &str) -> LinkCheck {
 }
 
 async fn app_exists(pool: &crate::db::Pool, app_id: String) -> Result<bool, BrokerError> {
-    super::deliveries::query(pool.clone(), move |c| {
+    super::query(pool.clone(), move |c| {
         apps::table
             .find(app_id)
             .count()
@@ -140,8 +140,7 @@ pub async fn create_link(
     app_id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, BrokerError> {
-    let body: Option<PortalLinkBody> =
-        super::webhooks::optional_json(payload, state.max_body).await?;
+    let body: Option<PortalLinkBody> = super::optional_json(payload, state.max_body).await?;
     let ttl = parse_ttl(body.as_ref().and_then(|b| b.ttl.as_deref()))?;
     let app_id = app_id.into_inner();
     if !app_exists(&state.pool, app_id.clone()).await? {

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AppAuth;
 use super::openapi::{EventName, IdempotencyHeader};
-use super::{idempotent, json_text, ApiState, IdempotencyKey};
+use super::{idempotent, json_text, optional_json, ApiState, IdempotencyKey};
 use crate::actors::dispatcher::TestEvent;
 use crate::actors::registry::{
     CreateWebhook, DeleteWebhook, GetSecret, GetWebhook, ListWebhooks, RotateSecret, UpdateWebhook,
@@ -257,7 +256,7 @@ async fn with_health(
     mut views: Vec<WebhookView>,
 ) -> Result<Vec<WebhookView>, BrokerError> {
     let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
-    let health = super::deliveries::query(state.pool.clone(), move |c| {
+    let health = super::query(state.pool.clone(), move |c| {
         crate::db::deliveries::health(c, &ids)
     })
     .await?;
@@ -668,39 +667,6 @@ pub struct TestAccepted {
     /// The test event, `evt_...`.
     #[schema(example = "evt_019ac9f2c1a27f3e9b0d4c6e8a2f1b57")]
     pub event_id: String,
-}
-
-/// Reads an optional JSON body of at most `limit` bytes: `None` when it is
-/// empty (or only white space) or `null`. Failures answer as the JSON extractor's do.
-pub(super) async fn optional_json<T: serde::de::DeserializeOwned>(
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Option<T>, BrokerError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            BrokerError::bad_request("invalid_body", format!("cannot read request body: {e}"))
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(BrokerError::PayloadTooLarge(format!(
-                "request body is over the {limit}-byte limit"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    serde_json::from_slice::<Option<T>>(&body).map_err(|e| {
-        if e.is_data() {
-            BrokerError::Unprocessable(format!("invalid request body: {e}"))
-        } else {
-            BrokerError::bad_request(
-                "invalid_json",
-                format!("request body is not valid JSON: {e}"),
-            )
-        }
-    })
 }
 
 /// `POST /v1/webhook/{id}/test [{"event"}]`: a test event to this webhook

@@ -5,9 +5,11 @@
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::keys::{KeyRow, NewKey};
 use super::models::AppRow;
 use super::schema::apps;
-use super::{changes, new_id, now_ms, DbConn};
+use super::{changes, new_id, DbConn};
+use crate::domain::KeyKind;
 
 /// The longest app name, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
@@ -24,16 +26,9 @@ pub fn hash_api_key(key: &str) -> String {
     format!("{:x}", Sha256::digest(key.as_bytes()))
 }
 
-/// A new API key: `wbk_` and 32 random bytes, base64url.
+/// A new app API key: `wbk_` and 32 random bytes, base64url.
 pub fn generate_api_key() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "wbk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    super::keys::generate(crate::domain::KeyKind::App)
 }
 
 /// A stored app and its API key in clear, which exists only here: the
@@ -41,6 +36,8 @@ pub fn generate_api_key() -> String {
 pub struct NewApp {
     /// The stored row.
     pub row: AppRow,
+    /// Its first key's row.
+    pub key: KeyRow,
     /// The API key, to show once.
     pub api_key: String,
 }
@@ -55,20 +52,27 @@ impl std::fmt::Debug for NewApp {
     }
 }
 
-/// Creates an app named `name` (already checked with [`normalize_name`]):
-/// a new `app_` id, a new API key, and a row holding the key's hash. The
-/// change is logged in the same transaction, so every running instance
-/// takes the app in within a poll ([`super::changes`]).
+/// Creates an app named `name` (already checked with [`normalize_name`])
+/// with its first API key: a new `app_` id, and its key in `api_keys`
+/// ([`super::keys`]), of which only the hash is kept. The changes are
+/// logged in the same transaction, so every running instance takes the app
+/// and its key in within a poll ([`super::changes`]).
 pub fn create(conn: &mut DbConn, name: String) -> QueryResult<NewApp> {
-    let api_key = generate_api_key();
+    let id = new_id("app");
+    let NewKey { row: key, api_key } =
+        super::keys::mint(KeyKind::App, Some(id.clone()), None, None);
     let row = AppRow {
-        id: new_id("app"),
+        id,
         name,
-        api_key_hash: hash_api_key(&api_key),
-        created_at: now_ms(),
+        // No longer read (api_keys is), but the column is NOT NULL UNIQUE.
+        api_key_hash: key.key_hash.clone(),
+        created_at: key.created_at,
     };
-    insert(conn, &row)?;
-    Ok(NewApp { row, api_key })
+    conn.transaction(|conn| {
+        insert(conn, &row)?;
+        super::keys::insert(conn, &key)
+    })?;
+    Ok(NewApp { row, key, api_key })
 }
 
 /// Stores a new app, and logs the change in the same transaction.

@@ -1,7 +1,7 @@
 //! The registry change log: how a change made through one broker instance
 //! (or by `webhook-broker apps create`) reaches every other one.
 //!
-//! Every write to `apps` or `webhooks` calls [`record`] inside its own
+//! Every write to `apps`, `webhooks` or `api_keys` calls [`record`] inside its own
 //! transaction. [`record`] bumps the one row of `registry_version`
 //! (`UPDATE registry_version SET version = version + 1`), reads the new
 //! value back, and inserts `(version, kind, entity_id, at)` into
@@ -45,6 +45,8 @@ pub mod kind {
     pub const APP: &str = "app";
     /// `entity_id` is a webhook id.
     pub const WEBHOOK: &str = "webhook";
+    /// `entity_id` is an API key id (an app's key or an ingest key).
+    pub const KEY: &str = "key";
 }
 
 /// One row of the log.
@@ -53,7 +55,7 @@ pub mod kind {
 pub struct ChangeRow {
     /// Its place in the order of changes.
     pub version: i64,
-    /// [`kind::APP`] or [`kind::WEBHOOK`].
+    /// [`kind::APP`], [`kind::WEBHOOK`] or [`kind::KEY`].
     pub kind: String,
     /// The app or webhook that changed.
     pub entity_id: String,

@@ -421,6 +421,17 @@ pub fn read_page(
         .load(conn)
 }
 
+/// The body of delivery `id` (its event's payload); `None` when the
+/// delivery is no longer stored.
+pub fn payload_of(conn: &mut DbConn, id: &str) -> QueryResult<Option<String>> {
+    deliveries::table
+        .inner_join(events::table)
+        .filter(deliveries::id.eq(id))
+        .select(events::payload)
+        .first(conn)
+        .optional()
+}
+
 /// Puts deliveries of a webhook back to pending, due now; answers how many.
 /// Only deliveries that are not already pending are touched. Each goes to
 /// the back of its channel's queue: it gets a new sequence number, in the

@@ -20,6 +20,7 @@ pub mod changes;
 pub mod deliveries;
 pub mod idempotency;
 pub mod instance;
+pub mod keys;
 pub mod leases;
 pub mod models;
 pub mod schema;

@@ -125,6 +125,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        kind -> Text,
+        app_id -> Nullable<Text>,
+        apps -> Nullable<Text>,
+        name -> Nullable<Text>,
+        key_hash -> Text,
+        prefix -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(webhooks -> apps (app_id));
 diesel::joinable!(deliveries -> events (event_id));
 
@@ -139,5 +153,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     webhook_leases,
     broker_instances,
-    event_sequence
+    event_sequence,
+    api_keys
 );

@@ -304,3 +304,20 @@ pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The environment of a daemon on `db` named `instance`, allowed to deliver
+/// to loopback receivers, retrying on `retry_schedule`.
+#[allow(dead_code)]
+pub fn broker_env(db: &TestDb, instance: &str, retry_schedule: &str) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", database_url(db)),
+        ("BROKER_BIND", "127.0.0.1:0".into()),
+        ("BROKER_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+        ("BROKER_ALLOW_PRIVATE_TARGETS", "true".into()),
+        ("BROKER_INSTANCE_ID", instance.into()),
+        ("BROKER_RETRY_SCHEDULE", retry_schedule.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}

@@ -1,0 +1,28 @@
+-- API keys: an app's keys (up to 10 at once, created and revoked by the
+-- admin) and ingest keys (only POST /v1/events, optionally for some apps).
+-- Only a key's SHA-256 is stored, with its first characters to tell keys
+-- apart in a list. A revoked key's row is deleted; the change log carries
+-- the revocation to every instance.
+--
+-- apps.api_key_hash keeps the hash of an app's first key, as before; it is
+-- no longer read: authentication reads api_keys alone.
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY NOT NULL,
+    -- 'app' or 'ingest'.
+    kind TEXT NOT NULL,
+    -- The app an app key belongs to; NULL for ingest keys.
+    app_id TEXT REFERENCES apps (id),
+    -- An ingest key's apps, comma-separated; NULL: every app.
+    apps TEXT,
+    name TEXT,
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT
+);
+CREATE INDEX api_keys_by_app ON api_keys (app_id, created_at);
+
+-- Every existing app key becomes the app's first key in the new table.
+INSERT INTO api_keys (id, kind, app_id, apps, name, key_hash, prefix, created_at, last_used_at)
+SELECT 'key_' || substr(id, 5), 'app', id, NULL, NULL, api_key_hash, 'wbk_', created_at, NULL
+FROM apps;
