@@ -18,6 +18,7 @@ pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod policy;
+pub mod portal_token;
 pub mod signature;
 pub mod ssrf;
 pub mod startup;

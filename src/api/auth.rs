@@ -73,6 +73,14 @@ async fn identify(req: &HttpRequest) -> Identity {
         // Ingest comes with the admin token: no registry round trip for it.
         return Identity::Admin;
     }
+    if token.starts_with(crate::portal_token::PREFIX) {
+        // A portal link acts as its app's key, and never as anything more.
+        return match super::portal::check_link(state, token).await {
+            super::portal::LinkCheck::App(app_id) => Identity::App(app_id),
+            super::portal::LinkCheck::Refused(why) => Identity::Nobody(why),
+            super::portal::LinkCheck::Unavailable => Identity::Unknown,
+        };
+    }
     let app = state
         .registry
         .send(Authenticate {

@@ -16,6 +16,7 @@ use crate::db;
 use crate::db::deliveries::LoggedDelivery;
 use crate::db::models::AttemptRow;
 pub use crate::domain::DeliveryStatus;
+use crate::domain::EventKind;
 use crate::error::{BrokerError, ErrorBody};
 
 async fn owned_webhook(state: &ApiState, app: AppAuth, id: String) -> Result<String, BrokerError> {
@@ -213,9 +214,17 @@ pub struct ListQuery {
     /// Keep only deliveries in this status.
     #[param(value_type = DeliveryStatus, required = false)]
     status: Option<String>,
+    /// Keep only deliveries of this event.
+    #[param(value_type = EventName, required = false)]
+    event: Option<String>,
+    /// Keep only deliveries for this channel id (the event's `channel.id`).
+    #[serde(rename = "channelId")]
+    #[param(rename = "channelId", value_type = String, required = false, example = "ch_42")]
+    channel_id: Option<String>,
 }
 
-/// `GET /v1/webhook/{id}/deliveries?page&length&status`: newest first.
+/// `GET /v1/webhook/{id}/deliveries?page&length&status&event&channelId`:
+/// newest first.
 #[utoipa::path(
     get,
     path = "/v1/webhook/{webhook_id}/deliveries",
@@ -225,7 +234,7 @@ pub struct ListQuery {
     params(("webhook_id" = String, Path, description = "The webhook's id, `wh_...`"), ListQuery),
     responses(
         (status = 200, description = "A page of the webhook's deliveries, newest first", body = DeliveryPage),
-        (status = 400, description = "An invalid page, length, status or query string", body = ErrorBody),
+        (status = 400, description = "An invalid page, length, status, event or query string", body = ErrorBody),
         super::openapi::AppKeyFailures,
         (status = 404, description = "No such webhook for this app", body = ErrorBody),
     ),
@@ -237,7 +246,7 @@ pub async fn list(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, BrokerError> {
     let (page, length) = parse_page(q.page.as_deref(), q.length.as_deref())?;
-    let filter = match q.status.as_deref().map(str::trim) {
+    let status = match q.status.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
             BrokerError::bad_request(
@@ -246,10 +255,30 @@ pub async fn list(
             )
         })?),
     };
+    let event = match q.event.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(e) => Some(EventKind::parse(e)?.to_string()),
+    };
+    // A channel id is the sender's own string: matched exactly, untrimmed,
+    // in the form it is stored in (a long one as its digest).
+    let channel_id = q
+        .channel_id
+        .clone()
+        .filter(|c| !c.is_empty())
+        .and_then(|c| {
+            let channel =
+                serde_json::Map::from_iter([("id".to_owned(), serde_json::Value::from(c))]);
+            crate::actors::dispatcher::channel_id(&channel)
+        });
+    let filter = db::deliveries::LogFilter {
+        status,
+        event,
+        channel_id,
+    };
     let webhook_id = owned_webhook(&state, app, path.into_inner()).await?;
     let offset = i64::try_from(page.saturating_mul(length)).unwrap_or(i64::MAX);
     let (rows, total) = query(state.pool.clone(), move |c| {
-        db::deliveries::page(c, &webhook_id, filter, offset, length as i64)
+        db::deliveries::page(c, &webhook_id, &filter, offset, length as i64)
     })
     .await?;
     let data: Vec<Delivery> = rows.iter().map(view).collect();

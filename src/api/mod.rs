@@ -8,6 +8,7 @@ pub mod deliveries;
 pub mod health;
 pub mod keys;
 pub mod openapi;
+pub mod portal;
 pub mod webhooks;
 
 use actix::Addr;
@@ -130,10 +131,15 @@ pub fn routes(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
             .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
             .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
             .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
+            .configure(portal::pages)
             .service(
                 web::scope("/v1")
                     .wrap(actix_web::middleware::from_fn(auth::authenticate))
                     .service(resource("/apps", "POST").route(web::post().to(admin::create_app)))
+                    .service(
+                        resource("/apps/{app_id}/portal-links", "POST")
+                            .route(web::post().to(portal::create_link)),
+                    )
                     .service(resource("/events", "POST").route(web::post().to(admin::ingest_event)))
                     .service(
                         resource("/apps/{app_id}/keys", "GET, POST")

@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{admin, deliveries, health, keys, webhooks};
+use super::{admin, deliveries, health, keys, portal, webhooks};
 use crate::error::{ErrorBody, ErrorDetail};
 
 /// A channel lifecycle event's name.
@@ -56,7 +56,8 @@ impl Modify for SecuritySchemes {
                     .bearer_format("wbk_...")
                     .description(Some(
                         "An app's API key, from `POST /v1/apps` or `POST /v1/apps/{appId}/keys`: \
-                         `Authorization: Bearer wbk_...`.",
+                         `Authorization: Bearer wbk_...`; or a portal link's token, `wbp_...`, \
+                         which acts as the app's key until it expires.",
                     ))
                     .build(),
             ),
@@ -95,6 +96,7 @@ impl Modify for SecuritySchemes {
         openapi_json,
         admin::create_app,
         admin::ingest_event,
+        portal::create_link,
         keys::create_app_key,
         keys::list_app_keys,
         keys::revoke_app_key,
@@ -118,7 +120,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags(
         (name = "health", description = "Health, readiness, metrics and this document; no authentication"),
-        (name = "admin", description = "Apps and event ingest; the admin token"),
+        (name = "admin", description = "Apps, portal links and event ingest; the admin token"),
         (name = "keys", description = "Apps' API keys and ingest keys; the admin token"),
         (name = "webhooks", description = "An app's webhooks; the app's API key"),
         (name = "deliveries", description = "A webhook's delivery log; the app's API key"),

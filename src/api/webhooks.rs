@@ -210,6 +210,14 @@ pub struct WebhookView {
     /// Last change, epoch milliseconds.
     #[schema(format = Int64)]
     pub updated_at: i64,
+    /// When a delivery to it last succeeded, epoch milliseconds; `null`
+    /// when none ever did.
+    #[schema(required = true, format = Int64)]
+    pub last_success_at: Option<i64>,
+    /// How many of its deliveries are failed now: failed for good and not
+    /// sent again (a retry or a recovery makes them pending again).
+    #[schema(format = Int64, minimum = 0)]
+    pub failing_count: i64,
     /// Why the webhook is disabled; present only when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, required = false)]
@@ -234,9 +242,36 @@ pub fn view(w: &Webhook) -> WebhookView {
         max_concurrency: w.throttle.max_concurrency,
         created_at: w.created_at,
         updated_at: w.updated_at,
+        last_success_at: None,
+        failing_count: 0,
         disabled_reason: disabled.then(|| w.disabled_reason.clone()),
         disabled_at: disabled.then_some(w.disabled_at),
     }
+}
+
+/// `views` with their `lastSuccessAt` and `failingCount`, which live in the
+/// database (the registry keeps settings only): two queries per call.
+async fn with_health(
+    state: &ApiState,
+    mut views: Vec<WebhookView>,
+) -> Result<Vec<WebhookView>, BrokerError> {
+    let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
+    let health = super::query(state.pool.clone(), move |c| {
+        crate::db::deliveries::health(c, &ids)
+    })
+    .await?;
+    for v in &mut views {
+        let h = health.get(&v.id).copied().unwrap_or_default();
+        v.last_success_at = h.last_success_at;
+        v.failing_count = h.failing;
+    }
+    Ok(views)
+}
+
+/// One webhook's view with its health.
+async fn view_with_health(state: &ApiState, w: &Webhook) -> Result<WebhookView, BrokerError> {
+    let mut views = with_health(state, vec![view(w)]).await?;
+    Ok(views.remove(0))
 }
 
 /// The answer of `POST /v1/webhook`: the webhook and its signing secret.
@@ -427,7 +462,7 @@ pub async fn list(
             filter,
         })
         .await?;
-    let data: Vec<WebhookView> = result.data.iter().map(view).collect();
+    let data = with_health(&state, result.data.iter().map(view).collect()).await?;
     Ok(HttpResponse::Ok().json(WebhookPage {
         total: result.total,
         length: data.len(),
@@ -462,7 +497,7 @@ pub async fn get(
             id: id.into_inner(),
         })
         .await??;
-    Ok(HttpResponse::Ok().json(view(&webhook)))
+    Ok(HttpResponse::Ok().json(view_with_health(&state, &webhook).await?))
 }
 
 /// `PUT /v1/webhook/{id}`: the create body, plus an optional `status`.
@@ -503,7 +538,7 @@ pub async fn update(
             max_concurrency: valid.max_concurrency,
         })
         .await??;
-    Ok(HttpResponse::Ok().json(view(&webhook)))
+    Ok(HttpResponse::Ok().json(view_with_health(&state, &webhook).await?))
 }
 
 /// `DELETE /v1/webhook/{id}` query.

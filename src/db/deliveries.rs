@@ -498,26 +498,53 @@ pub struct LoggedDelivery {
     pub event: String,
 }
 
+/// What a delivery log page keeps: every filter that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only deliveries in this status.
+    pub status: Option<DeliveryStatus>,
+    /// Only deliveries of events with this name.
+    pub event: Option<String>,
+    /// Only deliveries for this channel id.
+    pub channel_id: Option<String>,
+}
+
 /// One page of a webhook's deliveries, newest first, with the total count.
+/// The count joins the events only when it filters on their name, since
+/// without a filter it walks the webhook's index alone.
 pub fn page(
     conn: &mut DbConn,
     webhook_id: &str,
-    status_filter: Option<DeliveryStatus>,
+    filter: &LogFilter,
     offset: i64,
     limit: i64,
 ) -> QueryResult<(Vec<LoggedDelivery>, i64)> {
-    let mut count = deliveries::table
-        .filter(deliveries::webhook_id.eq(webhook_id))
-        .into_boxed();
-    let mut rows = deliveries::table
-        .inner_join(events::table)
-        .filter(deliveries::webhook_id.eq(webhook_id))
-        .into_boxed();
-    if let Some(s) = status_filter {
-        count = count.filter(deliveries::status.eq(s));
-        rows = rows.filter(deliveries::status.eq(s));
+    // The status and channel filters, on any boxed query of deliveries.
+    macro_rules! narrowed {
+        ($q:expr) => {{
+            let mut q = $q
+                .filter(deliveries::webhook_id.eq(webhook_id))
+                .into_boxed();
+            if let Some(s) = filter.status {
+                q = q.filter(deliveries::status.eq(s));
+            }
+            if let Some(c) = &filter.channel_id {
+                q = q.filter(deliveries::channel_id.eq(c.clone()));
+            }
+            q
+        }};
     }
-    let total = count.count().get_result(conn)?;
+    let mut rows = narrowed!(deliveries::table.inner_join(events::table));
+    let total = match &filter.event {
+        Some(e) => {
+            rows = rows.filter(events::event.eq(e.clone()));
+            narrowed!(deliveries::table.inner_join(events::table))
+                .filter(events::event.eq(e.clone()))
+                .count()
+                .get_result(conn)?
+        }
+        None => narrowed!(deliveries::table).count().get_result(conn)?,
+    };
     let data = rows
         .order((deliveries::created_at.desc(), deliveries::id.desc()))
         .offset(offset)
@@ -525,6 +552,46 @@ pub fn page(
         .select(LoggedDelivery::as_select())
         .load(conn)?;
     Ok((data, total))
+}
+
+/// What the API shows of a webhook's health beside its settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookHealth {
+    /// When a delivery last succeeded, epoch ms.
+    pub last_success_at: Option<i64>,
+    /// How many of its deliveries are failed now (failed for good and not
+    /// sent again since).
+    pub failing: i64,
+}
+
+/// [`WebhookHealth`] of each of `webhook_ids`, in two queries whatever
+/// their number (a page holds at most 100): the failed count walks
+/// `deliveries_pending_by_webhook` (webhook, status, ...).
+pub fn health(
+    conn: &mut DbConn,
+    webhook_ids: &[String],
+) -> QueryResult<HashMap<String, WebhookHealth>> {
+    let mut out: HashMap<String, WebhookHealth> = HashMap::new();
+    if webhook_ids.is_empty() {
+        return Ok(out);
+    }
+    let last: Vec<(String, Option<i64>)> = webhooks::table
+        .filter(webhooks::id.eq_any(webhook_ids))
+        .select((webhooks::id, webhooks::last_success_at))
+        .load(conn)?;
+    for (id, at) in last {
+        out.entry(id).or_default().last_success_at = at;
+    }
+    let failing: Vec<(String, i64)> = deliveries::table
+        .filter(deliveries::webhook_id.eq_any(webhook_ids))
+        .filter(deliveries::status.eq(DeliveryStatus::Failed))
+        .group_by(deliveries::webhook_id)
+        .select((deliveries::webhook_id, diesel::dsl::count_star()))
+        .load(conn)?;
+    for (id, n) in failing {
+        out.entry(id).or_default().failing = n;
+    }
+    Ok(out)
 }
 
 /// One delivery of a webhook with its event's name.
