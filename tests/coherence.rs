@@ -671,8 +671,8 @@ async fn changes_at_and_beyond_the_page_limit_all_arrive_within_a_second(store: 
     assert_within_requirement(took, "2,500 changes across pages applied");
     assert_eq!(
         db::changes::current(&mut app.conn()).unwrap(),
-        1 + 2500,
-        "one version per change (the app and 2,500 webhooks)"
+        2 + 2500,
+        "one version per change (the app, its first key and 2,500 webhooks)"
     );
 }
 
@@ -822,7 +822,8 @@ fn versions_from_concurrent_writers_are_read_in_order_with_none_skipped() {
             })
         })
         .collect();
-    let total = 1 + (WRITERS * EACH) as i64;
+    // The app and its first key, then the webhooks.
+    let total = 2 + (WRITERS * EACH) as i64;
     let mut conn = pool.get().unwrap();
     let mut last = 0;
     let mut seen = Vec::new();
@@ -860,9 +861,10 @@ async fn the_janitor_prunes_change_rows_older_than_an_hour(store: Store) {
     for _ in 0..3 {
         app.create_webhook(&key, &receiver.url, json!("all")).await;
     }
-    // The app's change and the first webhook's are made two hours old.
+    // The app's change, its first key's and the first webhook's are made
+    // two hours old.
     let two_hours_ago = db::now_ms() - 2 * 3600 * 1000;
-    diesel::update(registry_changes::table.filter(registry_changes::version.le(2)))
+    diesel::update(registry_changes::table.filter(registry_changes::version.le(3)))
         .set(registry_changes::at.eq(two_hours_ago))
         .execute(&mut app.conn())
         .unwrap();
@@ -872,15 +874,15 @@ async fn the_janitor_prunes_change_rows_older_than_an_hour(store: Store) {
         .order(registry_changes::version)
         .load(&mut app.conn())
         .unwrap();
-    assert_eq!(left, vec![3, 4]);
+    assert_eq!(left, vec![4, 5]);
     // A reader that had not passed version 1 can no longer follow the log.
     assert_eq!(
         db::changes::since(&mut app.conn(), 1, 10).unwrap(),
-        db::changes::Changes::Behind(4)
+        db::changes::Changes::Behind(5)
     );
-    // One that had read up to 2 follows it as before.
+    // One that had read up to 3 follows it as before.
     assert!(matches!(
-        db::changes::since(&mut app.conn(), 2, 10).unwrap(),
+        db::changes::since(&mut app.conn(), 3, 10).unwrap(),
         db::changes::Changes::Next(rows) if rows.len() == 2
     ));
 }
