@@ -28,7 +28,7 @@ use diesel::sql_types::{Integer, Nullable, Text};
 use serde_json::{json, Value};
 
 use common::daemon::{self, Running};
-use common::{Answer, Received, Receiver, Store, TestDb, ADMIN_TOKEN};
+use common::{most_within, Answer, Received, Receiver, Store, TestDb, ADMIN_TOKEN};
 use webhook_broker::config::DatabaseUrl;
 
 /// BROKER_LEASE of the tests that measure a takeover after a crash or a
@@ -1318,21 +1318,6 @@ fn a_clean_stop_hands_leases_back_at_once() {
         "the event after the stop reached all {HOOKS} webhooks in {:?}",
         sent.elapsed()
     );
-}
-
-/// The most of `arrivals` inside any window of `width`.
-fn most_within(arrivals: &[Instant], width: Duration) -> usize {
-    let mut sorted = arrivals.to_vec();
-    sorted.sort();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..sorted.len() {
-        while sorted[end].duration_since(sorted[start]) >= width {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
 }
 
 /// `rateLimit` and `maxConcurrency` are per webhook, not per instance: with

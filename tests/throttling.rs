@@ -9,25 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{assert_error, Answer, Receiver, Store, TestApp};
+use common::{assert_error, most_within, Answer, Receiver, Store, TestApp};
 
 fn seq(req: &common::Received) -> u64 {
     req.json()["seq"].as_u64().unwrap()
-}
-
-/// The most arrivals inside any window of `width`.
-fn most_within(arrivals: &[Instant], width: Duration) -> usize {
-    let mut sorted = arrivals.to_vec();
-    sorted.sort();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..sorted.len() {
-        while sorted[end].duration_since(sorted[start]) >= width {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
 }
 
 /// Asserts each channel's first arrivals came in increasing seq.

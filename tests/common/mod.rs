@@ -519,3 +519,19 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
         actix_web::rt::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+#[allow(dead_code)]
+/// The most arrivals inside any window of `width`.
+pub fn most_within(arrivals: &[Instant], width: Duration) -> usize {
+    let mut sorted = arrivals.to_vec();
+    sorted.sort();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end].duration_since(sorted[start]) >= width {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
