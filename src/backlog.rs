@@ -169,6 +169,81 @@ impl Window {
     }
 }
 
+/// The most deliveries of one channel an actor holds. Only a channel's
+/// oldest is ever in flight, so holding more buys nothing but a head start;
+/// and a channel whose receiver fails on its oldest event can have a queue
+/// of any length, which must not fill the webhook's share of memory and
+/// keep its other channels' deliveries in the database.
+pub const CHANNEL_HOLD: usize = 64;
+
+/// A clipped channel reads on when it holds this few.
+pub const CHANNEL_LOW: usize = CHANNEL_HOLD / 4;
+
+/// A channel of which the actor holds only the start: every pending
+/// delivery of it up to `after` is held, none past it. Past it, the
+/// channel's deliveries are read from the database in pages of the channel
+/// alone ([`crate::db::deliveries::read_channel_page`]), in order; whatever
+/// of the channel the actor is handed meanwhile (at ingest, or in a page of
+/// the whole webhook) is left there, or kept aside while such a read is
+/// under way. The webhook's own window moves on past the channel.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    after: Cursor,
+    reading: bool,
+}
+
+impl Clip {
+    /// The channel is held up to `after`, its last delivery in memory.
+    pub fn at(after: Cursor) -> Clip {
+        Clip {
+            after,
+            reading: false,
+        }
+    }
+
+    /// Decides on a delivery of the channel at `key` handed to the actor.
+    pub fn admit(&self, key: &Cursor) -> Admit {
+        if key <= &self.after {
+            Admit::Hold
+        } else if self.reading {
+            Admit::Aside
+        } else {
+            Admit::Leave
+        }
+    }
+
+    /// Whether a read of the channel is under way.
+    pub fn is_reading(&self) -> bool {
+        self.reading
+    }
+
+    /// Starts a read of the channel; answers where it starts.
+    pub fn start_read(&mut self) -> Cursor {
+        self.reading = true;
+        self.after.clone()
+    }
+
+    /// A read came back with `last` as its last row, `full` if it held as
+    /// many as were asked for. Answers whether the channel is still clipped
+    /// (then what was kept aside is left in the database); if not, the
+    /// read took in everything of the channel that was there, and what was
+    /// kept aside came after it.
+    pub fn read(&mut self, last: Option<Cursor>, full: bool) -> bool {
+        self.reading = false;
+        if let Some(last) = last {
+            if last > self.after {
+                self.after = last;
+            }
+        }
+        full
+    }
+
+    /// A read failed: the channel stays clipped where it was.
+    pub fn read_failed(&mut self) {
+        self.reading = false;
+    }
+}
+
 /// How many more deliveries an actor holding `held` may take into memory,
 /// with `in_memory` of `max` held by `actors` actors in all. Each actor may
 /// fill its even share; beyond it, an actor may use only the spare room
@@ -288,6 +363,34 @@ mod tests {
         assert_eq!(w.start_page(), Some(key(3)));
         assert_eq!(w.page_read(Some(key(4)), false), AfterPage::AdmitAside);
         assert!(!w.has_backlog());
+    }
+
+    #[test]
+    fn a_clipped_channel_holds_only_up_to_its_clip_and_reads_on_from_there() {
+        let mut c = Clip::at(key(5));
+        assert_eq!(c.admit(&key(3)), Admit::Hold);
+        assert_eq!(c.admit(&key(5)), Admit::Hold);
+        assert_eq!(c.admit(&key(6)), Admit::Leave);
+        assert_eq!(c.start_read(), key(5));
+        assert!(c.is_reading());
+        assert_eq!(c.admit(&key(9)), Admit::Aside);
+        // A full read: more may wait; it reads on from its last row, and
+        // what was kept aside is left in the database.
+        assert!(c.read(Some(key(8)), true));
+        assert_eq!(c.admit(&key(9)), Admit::Leave);
+        assert_eq!(c.start_read(), key(8));
+        // A short one: everything of the channel is in memory now.
+        assert!(!c.read(Some(key(9)), false));
+    }
+
+    #[test]
+    fn a_failed_channel_read_keeps_the_clip_where_it_was() {
+        let mut c = Clip::at(key(5));
+        c.start_read();
+        c.read_failed();
+        assert!(!c.is_reading());
+        assert_eq!(c.admit(&key(6)), Admit::Leave);
+        assert_eq!(c.start_read(), key(5));
     }
 
     #[test]

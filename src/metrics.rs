@@ -57,6 +57,8 @@ pub struct Metrics {
     pub deliveries_throttled: Counter,
     /// Bodies read again for an attempt after a long wait let them go.
     pub bodies_read_again: Counter,
+    /// Attempt outcomes made and not yet committed to the database.
+    pub outcomes_unwritten: Gauge,
 }
 
 impl Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
             outcomes_fenced: Counter::default(),
             deliveries_throttled: Counter::default(),
             bodies_read_again: Counter::default(),
+            outcomes_unwritten: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +143,11 @@ impl Metrics {
             m.bodies_read_again.clone(),
         );
         registry.register(
+            "delivery_outcomes_unwritten",
+            "Attempt outcomes made and not yet committed; delivery actors pause new attempts while this is high, and a crash would send these deliveries again",
+            m.outcomes_unwritten.clone(),
+        );
+        registry.register(
             "delivery_outcomes_fenced",
             "Attempt outcomes not written because their webhook's lease had passed to another instance",
             m.outcomes_fenced.clone(),
@@ -195,6 +203,7 @@ mod tests {
             "webhook_broker_delivery_outcomes_fenced_total",
             "webhook_broker_deliveries_throttled_total",
             "webhook_broker_delivery_bodies_read_again_total",
+            "webhook_broker_delivery_outcomes_unwritten",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -107,7 +107,7 @@ impl Broker {
             timeout: config.delivery_timeout,
             allow_private_targets: config.allow_private_targets,
         });
-        let recorder = Recorder::new(pool.clone(), config.instance_id.clone()).start();
+        let recorder = Recorder::new(pool.clone(), config.instance_id.clone()).launch();
         let janitor = Janitor::new(pool.clone(), config.retention).start();
         let leases = LeaseConfig {
             owner: config.instance_id.clone(),

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use serde_json::json;
 
 use common::daemon::{self, Running};
 use common::{Answer, Store, TestDb};
@@ -226,45 +225,20 @@ fn a_restart_with_100k_pending_is_ready_within_2s_stays_under_200mb_and_delivers
     let (mut broker, _) = spawn(dir.path(), &env);
     rss.watch(broker.pid());
     let port = broker.port();
-    let (status, answer) = daemon::http(
-        port,
-        "POST",
-        "/v1/apps",
-        Some(common::ADMIN_TOKEN),
-        r#"{"name":"acceptance"}"#,
-    );
-    assert_eq!(status, 201, "{answer}");
-    let app: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let (app_id, key) = (
-        app["id"].as_str().unwrap().to_owned(),
-        app["apiKey"].as_str().unwrap().to_owned(),
-    );
-    for k in 0..WEBHOOKS {
-        let body = json!({"uri": format!("{}/{k}", receiver.url), "event": "all"}).to_string();
-        let (status, answer) = daemon::http(port, "POST", "/v1/webhook", Some(&key), &body);
-        assert_eq!(status, 201, "{answer}");
-    }
+    let (app_id, _) =
+        daemon::app_with_numbered_webhooks(port, "acceptance", &receiver.url, WEBHOOKS);
 
     // Each channel's events come from one sender, one after another
     // (seq % SENDERS is the sender, and SENDERS divides CHANNELS).
     let ingest_started = Instant::now();
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|t| {
-            let app_id = app_id.clone();
-            std::thread::spawn(move || {
-                for seq in (t..EVENTS).step_by(SENDERS as usize) {
-                    let channel = json!({"id": format!("ch-{}", seq % CHANNELS), "seq": seq});
-                    let (status, body) =
-                        daemon::send_event(port, &app_id, channel, Duration::from_secs(30))
-                            .expect("the broker answers");
-                    assert_eq!(status, 202, "{body}");
-                }
-            })
-        })
-        .collect();
-    for s in senders {
-        s.join().expect("sender");
-    }
+    daemon::send_in_channels(
+        port,
+        &app_id,
+        EVENTS,
+        CHANNELS,
+        SENDERS,
+        Duration::from_secs(30),
+    );
     let ingest = ingest_started.elapsed();
     eprintln!(
         "{store:?}: ingested {EVENTS} events ({PENDING} deliveries) in {ingest:.1?}, \

@@ -1,14 +1,17 @@
 //! A webhook whose receiver is down must not take the memory a healthy
 //! webhook needs: with a budget of 100 deliveries in memory and a backlog
 //! six times that behind the failing receiver, the healthy webhook still
-//! gets every event, in order per channel. (The budget itself is checked
-//! from outside the process in backlog_restart.rs.)
+//! gets every event, in order per channel. Within one webhook, likewise, a
+//! channel stuck on its oldest event must not keep the webhook's other
+//! channels waiting. (The budget itself is checked from outside the process
+//! in backlog_restart.rs.)
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -73,6 +76,109 @@ async fn a_healthy_webhook_keeps_getting_its_deliveries_while_another_ones_backl
     assert!(down.received().len() >= CHANNELS as usize);
 }
 
+/// Twelve times the budget, over twice a page of the webhook's backlog
+/// (500) and many times what an actor holds of one channel (64).
+const STUCK_EVENTS: u64 = 1_200;
+const OTHER_EVENTS: u64 = 100;
+
+async fn one_stuck_channel_does_not_keep_the_other_channels_of_its_webhook_waiting(store: Store) {
+    let Some(db) = TestDb::new(store) else {
+        return;
+    };
+    let app = TestApp::spawn_with(Arc::new(db), |c| {
+        c.max_in_memory = BUDGET;
+        // Nothing fails for good: the stuck head is tried again every second.
+        c.retry_schedule = vec![Duration::from_secs(1); 200];
+    })
+    .await;
+    let stuck = Arc::new(AtomicBool::new(true));
+    let receiver = {
+        let stuck = stuck.clone();
+        Receiver::start_with(move |req, _| {
+            let failing = stuck.load(Ordering::SeqCst) && req.json()["id"] == "stuck";
+            Answer::status(if failing { 503 } else { 204 })
+        })
+    };
+    let (app_id, key) = app.create_app("stuck-channel").await;
+    app.create_webhook(&key, &receiver.url, json!("all")).await;
+
+    for seq in 0..STUCK_EVENTS {
+        let r = app
+            .send_event(&app_id, "channel_live", json!({"id": "stuck", "seq": seq}))
+            .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+    }
+    for seq in 0..OTHER_EVENTS {
+        let channel = json!({"id": format!("ch-{}", seq % 10), "seq": seq});
+        let r = app.send_event(&app_id, "channel_live", channel).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+    }
+    let arrived = |channel_is_stuck: bool| -> Vec<(String, u64)> {
+        receiver
+            .received()
+            .iter()
+            .map(|r| (r.json(), r.header("webhook-id").unwrap().to_owned()))
+            .filter(|(body, _)| (body["id"] == "stuck") == channel_is_stuck)
+            .map(|(body, id)| (id, body["seq"].as_u64().unwrap()))
+            .collect()
+    };
+    // The other channels go out while the stuck one still fails. Before a
+    // channel was limited in what it holds, the stuck channel's queue took
+    // the whole budget and they never did.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while arrived(false).len() < OTHER_EVENTS as usize && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let others = arrived(false);
+    assert_eq!(
+        others.len(),
+        OTHER_EVENTS as usize,
+        "the other channels got {} of {OTHER_EVENTS} while one channel was stuck ({} tries of it)",
+        others.len(),
+        arrived(true).len()
+    );
+    let tries = arrived(true);
+    assert!(
+        tries.iter().all(|(_, seq)| *seq == 0),
+        "only the stuck channel's oldest event may be tried: {:?}",
+        &tries[..tries.len().min(5)]
+    );
+
+    // Unstuck: the whole channel follows, read on in pages of its own, in
+    // order and each event once.
+    stuck.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let distinct = || {
+        arrived(true)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    while distinct() < STUCK_EVENTS as usize && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = arrived(true);
+    let mut seen = HashSet::new();
+    let order: Vec<u64> = all
+        .iter()
+        .filter(|(id, _)| seen.insert(id.clone()))
+        .map(|(_, seq)| *seq)
+        .collect();
+    assert_eq!(
+        order,
+        (0..STUCK_EVENTS).collect::<Vec<_>>(),
+        "the stuck channel arrived incomplete or out of order ({} distinct)",
+        order.len()
+    );
+    let again = all.iter().filter(|(_, seq)| *seq > 0).count() - (STUCK_EVENTS as usize - 1);
+    assert_eq!(
+        again, 0,
+        "{again} of the stuck channel's later events were sent twice"
+    );
+}
+
 on_both_stores!(
-    a_healthy_webhook_keeps_getting_its_deliveries_while_another_ones_backlog_fills_the_budget
+    a_healthy_webhook_keeps_getting_its_deliveries_while_another_ones_backlog_fills_the_budget,
+    one_stuck_channel_does_not_keep_the_other_channels_of_its_webhook_waiting
 );

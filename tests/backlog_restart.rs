@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 
 use common::daemon::{self, Running};
 use common::{Answer, Store, TestDb};
@@ -64,44 +63,10 @@ fn a_restart_with_a_backlog_beyond_the_claim_limit_opens_its_port_and_delivers_i
     };
     let env = env_of(&db);
     let (mut broker, port, _) = start(dir.path(), &env);
-    let (status, answer) = daemon::http(
-        port,
-        "POST",
-        "/v1/apps",
-        Some(common::ADMIN_TOKEN),
-        r#"{"name":"backlog"}"#,
-    );
-    assert_eq!(status, 201, "{answer}");
-    let app: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let (app_id, key) = (
-        app["id"].as_str().unwrap().to_owned(),
-        app["apiKey"].as_str().unwrap().to_owned(),
-    );
-    for k in 0..WEBHOOKS {
-        let body = json!({"uri": format!("{}/{k}", receiver.url), "event": "all"}).to_string();
-        let (status, answer) = daemon::http(port, "POST", "/v1/webhook", Some(&key), &body);
-        assert_eq!(status, 201, "{answer}");
-    }
-
+    let (app_id, _) = daemon::app_with_numbered_webhooks(port, "backlog", &receiver.url, WEBHOOKS);
     // Four senders; each channel's events come from one of them, one after
     // another (seq % 4 is the sender, and 4 divides CHANNELS).
-    let senders: Vec<_> = (0..4u64)
-        .map(|t| {
-            let app_id = app_id.clone();
-            std::thread::spawn(move || {
-                for seq in (t..EVENTS).step_by(4) {
-                    let channel = json!({"id": format!("ch-{}", seq % CHANNELS), "seq": seq});
-                    let (status, body) =
-                        daemon::send_event(port, &app_id, channel, Duration::from_secs(10))
-                            .expect("the broker answers");
-                    assert_eq!(status, 202, "{body}");
-                }
-            })
-        })
-        .collect();
-    for s in senders {
-        s.join().expect("sender");
-    }
+    daemon::send_in_channels(port, &app_id, EVENTS, CHANNELS, 4, Duration::from_secs(10));
     let pending = EVENTS as usize * WEBHOOKS;
     // Each channel's oldest delivery has been tried and answered 503; the
     // rest of every channel waits behind it.

@@ -489,7 +489,46 @@ fn sequence_numbers_follow_the_order_of_commits(store: Store) {
     assert_eq!(page.len(), 1);
 }
 
+fn a_channel_page_reads_on_in_one_channel_only(store: Store) {
+    let Some(outbox) = outbox(store, 6) else {
+        return;
+    };
+    let mut conn = outbox.pool.get().unwrap();
+    for (ids, channel) in [(vec!["d0", "d2", "d4"], "a"), (vec!["d1", "d3"], "b")] {
+        diesel::update(deliveries::table.filter(deliveries::id.eq_any(ids)))
+            .set(deliveries::channel_id.eq(channel))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    let ids = |conn: &mut DbConn, channel: &str, after: (i64, &str), limit: i64| -> Vec<String> {
+        let after = (after.0, after.1.to_owned());
+        db::deliveries::read_channel_page(conn, &outbox.webhook_id, channel, &after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                assert_eq!(p.payload, "{}", "each row comes with its body");
+                p.delivery.id
+            })
+            .collect()
+    };
+    assert_eq!(ids(&mut conn, "a", (i64::MIN, ""), 2), ["d0", "d2"]);
+    assert_eq!(ids(&mut conn, "a", (1, "d2"), 10), ["d4"]);
+    assert_eq!(ids(&mut conn, "a", (1, "d4"), 10), Vec::<String>::new());
+    assert_eq!(ids(&mut conn, "b", (i64::MIN, ""), 10), ["d1", "d3"]);
+    // Only pending deliveries: a finished one is not read again.
+    diesel::update(deliveries::table.find("d3"))
+        .set(deliveries::status.eq(DeliveryStatus::Succeeded))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(ids(&mut conn, "b", (i64::MIN, ""), 10), ["d1"]);
+    assert_eq!(
+        ids(&mut conn, "c", (i64::MIN, ""), 10),
+        Vec::<String>::new()
+    );
+}
+
 on_both_stores_sync!(
+    a_channel_page_reads_on_in_one_channel_only,
     an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner,
     leases_are_shared_out_renewed_and_given_back_beyond_one_statement,
     sequence_numbers_follow_the_order_of_commits,

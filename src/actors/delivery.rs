@@ -20,9 +20,9 @@ use tokio::sync::oneshot;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::recorder::{Record, Recorder};
+use super::recorder::{Record, Recorder, Unwritten};
 use super::registry::{DeliveryFailed, DeliveryTarget, DisableWebhook, Registry};
-use crate::backlog::{Admit, AfterPage, Cursor, Window};
+use crate::backlog::{Admit, AfterPage, Clip, Cursor, Window, CHANNEL_HOLD, CHANNEL_LOW};
 use crate::db::deliveries::{AttemptOutcome, PendingDelivery};
 use crate::db::models::{AttemptRow, DeliveryRow};
 use crate::db::{self, now_ms, Pool};
@@ -68,6 +68,9 @@ pub struct Outbox {
     /// How many delivery actors are running (counted by the dispatcher as
     /// it starts them, so that a burst of starts shares the budget at once).
     pub actors: AtomicUsize,
+    /// The outcomes not yet written: while the recorder is this far behind,
+    /// no new attempt starts ([`crate::actors::recorder::MAX_UNWRITTEN`]).
+    pub unwritten: Arc<Unwritten>,
 }
 
 impl Outbox {
@@ -99,6 +102,9 @@ const GONE_RESUME: Duration = Duration::from_secs(5);
 /// be current (a renewal is late: the database is slow or unreachable, or
 /// the process was paused).
 const LEASE_WAIT: Duration = Duration::from_millis(100);
+/// How long held-back attempts wait before looking again whether the
+/// recorder has caught up.
+const RECORDER_WAIT: Duration = Duration::from_millis(20);
 
 /// One delivery due to the actor's webhook.
 #[derive(Debug, Clone)]
@@ -160,6 +166,13 @@ pub struct WebhookDelivery {
     aside: Vec<DeliveryJob>,
     page_timer: bool,
     channels: HashMap<String, ChannelQueue>,
+    /// Channels held only up to a point ([`Clip`]), read on in pages of
+    /// their own; what of them arrives during such a read waits here.
+    clipped: HashMap<String, Clip>,
+    clipped_aside: HashMap<String, Vec<DeliveryJob>>,
+    /// Clipped channels due a read that had to wait (for memory, or after
+    /// a failed read); the page timer tries them again.
+    clipped_due: HashSet<String>,
     held: HashSet<String>,
     /// The last deliveries this actor finished, newest last: a page or a
     /// hand-off can bring one back before its outcome is written (with
@@ -207,6 +220,9 @@ impl WebhookDelivery {
             aside: Vec::new(),
             page_timer: false,
             channels: HashMap::new(),
+            clipped: HashMap::new(),
+            clipped_aside: HashMap::new(),
+            clipped_due: HashSet::new(),
             held: HashSet::new(),
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
@@ -303,10 +319,126 @@ impl WebhookDelivery {
         ctx.run_later(PAGE_RETRY, |act, ctx| {
             act.page_timer = false;
             act.read_page_if_due(ctx);
+            for channel in std::mem::take(&mut act.clipped_due) {
+                act.read_channel_if_due(&channel, ctx);
+            }
         });
     }
 
+    /// Reads on in a clipped channel once it holds few of its deliveries.
+    fn read_channel_if_due(&mut self, channel: &str, ctx: &mut Context<Self>) {
+        let queued = self.channels.get(channel).map_or(0, |q| q.jobs.len());
+        let Some(clip) = self.clipped.get_mut(channel) else {
+            return;
+        };
+        if self.draining || clip.is_reading() || queued > CHANNEL_LOW {
+            return;
+        }
+        let limit = self
+            .outbox
+            .allowance(self.held.len())
+            .min(CHANNEL_HOLD - queued);
+        if limit == 0 {
+            self.clipped_due.insert(channel.to_owned());
+            self.retry_page_later(ctx);
+            return;
+        }
+        let after = clip.start_read();
+        self.outbox.in_memory.fetch_add(limit, Ordering::Relaxed);
+        let outbox = self.outbox.clone();
+        let webhook_id = self.target.webhook_id.clone();
+        let channel = channel.to_owned();
+        let channel_id = channel.clone();
+        let read = actix_web::web::block(move || {
+            let mut conn = outbox.pool.get().map_err(|e| e.to_string())?;
+            db::deliveries::read_channel_page(
+                &mut conn,
+                &webhook_id,
+                &channel_id,
+                &after,
+                limit as i64,
+            )
+            .map_err(|e| e.to_string())
+        });
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+            act.outbox.in_memory.fetch_sub(limit, Ordering::Relaxed);
+            let aside = act.clipped_aside.remove(&channel).unwrap_or_default();
+            let Some(clip) = act.clipped.get_mut(&channel) else {
+                return;
+            };
+            let page: Vec<PendingDelivery> = match res {
+                Ok(Ok(page)) => page,
+                failed => {
+                    if let Ok(Err(e)) = failed {
+                        log::warn!(
+                            "could not read on in a channel of webhook {}: {e}",
+                            act.target.webhook_id
+                        );
+                    }
+                    // What was kept aside is in the database, past the clip.
+                    clip.read_failed();
+                    act.clipped_due.insert(channel);
+                    act.retry_page_later(ctx);
+                    return;
+                }
+            };
+            let full = page.len() >= limit;
+            let last = page.last().map(|p| (p.delivery.seq, p.delivery.id.clone()));
+            let still = clip.read(last, full);
+            if !still {
+                act.clipped.remove(&channel);
+            }
+            for PendingDelivery {
+                delivery: row,
+                payload: body,
+            } in page
+            {
+                act.hold(DeliveryJob::of_row(row, Bytes::from(body)), ctx);
+            }
+            if !still {
+                for job in aside {
+                    act.accept(job, ctx);
+                }
+            }
+            act.read_channel_if_due(&channel, ctx);
+        }));
+    }
+
+    /// Takes a delivery handed over or read in a page of the webhook: held,
+    /// unless its channel already holds as many as it may ([`Clip`]).
     fn accept(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
+        if let Some(channel) = job.channel_id.as_deref() {
+            let key = job.order_key();
+            if let Some(clip) = self.clipped.get(channel) {
+                match clip.admit(&key) {
+                    Admit::Hold => {}
+                    Admit::Aside => {
+                        self.clipped_aside
+                            .entry(channel.to_owned())
+                            .or_default()
+                            .push(job);
+                        return;
+                    }
+                    Admit::Leave => return,
+                }
+            } else if let Some(queue) = self.channels.get(channel) {
+                if queue.jobs.len() >= CHANNEL_HOLD && !self.held.contains(&job.delivery_id) {
+                    if let Some(last) = queue.jobs.keys().next_back().filter(|last| &key > *last) {
+                        // Left in the database, with the rest of the
+                        // channel past its last held delivery.
+                        self.clipped
+                            .insert(channel.to_owned(), Clip::at(last.clone()));
+                        return;
+                    }
+                }
+            }
+        }
+        self.hold(job, ctx);
+    }
+
+    /// Holds a delivery in its channel's queue (or schedules it, without
+    /// a channel).
+    fn hold(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
         // The same delivery can arrive twice (a page re-reading what is
         // held, a requeue racing a claim); holding it once keeps it to one
         // attempt at a time.
@@ -368,6 +500,7 @@ impl WebhookDelivery {
             }
             let channel = channel.clone();
             self.activate(&channel, ctx);
+            self.read_channel_if_due(&channel, ctx);
         }
         self.read_page_if_due(ctx);
     }
@@ -417,8 +550,11 @@ impl WebhookDelivery {
             self.read_body(job, ctx);
             return;
         }
-        if !self.throttled.is_empty() || self.throttle_wait(Instant::now()).is_some() {
-            metrics().deliveries_throttled.inc();
+        let behind = self.outbox.unwritten.behind();
+        if behind || !self.throttled.is_empty() || self.throttle_wait(Instant::now()).is_some() {
+            if !behind {
+                metrics().deliveries_throttled.inc();
+            }
             self.throttled.push_back(job);
             self.release_throttled(ctx);
             return;
@@ -477,9 +613,14 @@ impl WebhookDelivery {
     }
 
     /// Starts held-back deliveries while the throttle allows, oldest first;
-    /// when the rate limit stops it, looks again when the next slot opens.
+    /// when the rate limit stops it, or the recorder is behind, looks again
+    /// when the next slot opens, or a little later.
     fn release_throttled(&mut self, ctx: &mut Context<Self>) {
         while !self.throttled.is_empty() && !self.draining {
+            if self.outbox.unwritten.behind() {
+                self.look_again_at(Instant::now() + RECORDER_WAIT, ctx);
+                return;
+            }
             match self.throttle_wait(Instant::now()) {
                 None => {
                     let job = self.throttled.pop_front().expect("not empty");
@@ -487,18 +628,24 @@ impl WebhookDelivery {
                 }
                 Some(None) => return,
                 Some(Some(at)) => {
-                    if !self.throttle_timer {
-                        self.throttle_timer = true;
-                        let wait = at.saturating_duration_since(Instant::now());
-                        ctx.run_later(wait, |act, ctx| {
-                            act.throttle_timer = false;
-                            act.release_throttled(ctx);
-                        });
-                    }
+                    self.look_again_at(at, ctx);
                     return;
                 }
             }
         }
+    }
+
+    /// Releases held-back deliveries at `at` (one timer at a time).
+    fn look_again_at(&mut self, at: Instant, ctx: &mut Context<Self>) {
+        if self.throttle_timer {
+            return;
+        }
+        self.throttle_timer = true;
+        let wait = at.saturating_duration_since(Instant::now());
+        ctx.run_later(wait, |act, ctx| {
+            act.throttle_timer = false;
+            act.release_throttled(ctx);
+        });
     }
 
     fn send(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {

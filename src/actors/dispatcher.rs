@@ -34,7 +34,7 @@ use super::delivery::{
     Deliver, DeliverOnce, DeliveryJob, DeliveryPolicy, Drain, MoreInDatabase, Outbox, ReadBacklog,
     Retarget, Stop, WebhookDelivery,
 };
-use super::recorder::{Flush, Persist, Recorder};
+use super::recorder::{Flush, Persist, Recorder, RecorderHandle};
 use super::registry::{DeliveryTarget, MatchBatch, Registry, Targets, WebhookChanged};
 use crate::db::deliveries::NewEvent;
 use crate::db::models::{DeliveryRow, EventRow};
@@ -113,7 +113,7 @@ impl Dispatcher {
     /// A dispatcher that starts delivery actors on `arbiters`.
     pub fn new(
         registry: Addr<Registry>,
-        recorder: Addr<Recorder>,
+        recorder: RecorderHandle,
         pool: Pool,
         policy: Arc<DeliveryPolicy>,
         leases: LeaseConfig,
@@ -128,11 +128,12 @@ impl Dispatcher {
             max_in_memory,
             in_memory: Default::default(),
             actors: Default::default(),
+            unwritten: recorder.unwritten,
         });
         Dispatcher {
             outbox,
             registry,
-            recorder,
+            recorder: recorder.addr,
             pool,
             policy,
             leases,
@@ -954,7 +955,9 @@ impl Handler<Shutdown> for Dispatcher {
         let recorder = self.recorder.clone();
         let pool = self.pool.clone();
         let owner = self.leases.owner.clone();
+        let outcomes = self.outbox.unwritten.clone();
         let work = async move {
+            let began = std::time::Instant::now();
             let all = futures_util::future::join_all(drains);
             if actix_web::rt::time::timeout(msg.grace, all).await.is_err() {
                 log::warn!(
@@ -962,8 +965,20 @@ impl Handler<Shutdown> for Dispatcher {
                     msg.grace
                 );
             }
-            let _ =
+            let unwritten = outcomes.get();
+            let drained = began.elapsed();
+            let flushed =
                 actix_web::rt::time::timeout(Duration::from_secs(10), recorder.send(Flush)).await;
+            let writing = began.elapsed() - drained;
+            match flushed {
+                Ok(_) => log::info!(
+                    "attempts in flight done in {drained:?}; {unwritten} outcomes written in {writing:?}"
+                ),
+                Err(_) => log::warn!(
+                    "{unwritten} outcomes were not all written within {writing:?}; their deliveries \
+                     go again after the restart"
+                ),
+            }
             let released = actix_web::web::block(move || {
                 let mut conn = pool.get().map_err(|e| e.to_string())?;
                 let _turn = pool.write_turn();

@@ -13,6 +13,8 @@
 //! on the blocking pool.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -28,6 +30,55 @@ use crate::error::BrokerError;
 const MAX_OUTCOMES: usize = 1000;
 /// The longest pause between two tries of failing outcomes.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How many outcomes may wait to be written before the delivery actors
+/// start no new attempt. Sending faster than outcomes are written gains
+/// nothing that lasts: everything sent but unwritten goes out again after a
+/// crash, and a clean stop must write it all before it may exit. Two
+/// transactions' worth keeps the writer busy.
+pub const MAX_UNWRITTEN: usize = 2 * MAX_OUTCOMES;
+
+/// The outcomes handed to the recorder and not yet committed, shared with
+/// the delivery actors, which hold new attempts back while it is at
+/// [`MAX_UNWRITTEN`].
+#[derive(Debug, Default)]
+pub struct Unwritten(AtomicUsize);
+
+impl Unwritten {
+    /// How many there are now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writes are so far behind the sends that no new attempt
+    /// should start.
+    pub fn behind(&self) -> bool {
+        self.get() >= MAX_UNWRITTEN
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::metrics()
+            .outcomes_unwritten
+            .inc_by(n as i64);
+    }
+
+    fn sub(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+        crate::metrics::metrics()
+            .outcomes_unwritten
+            .dec_by(n as i64);
+    }
+}
+
+/// A started recorder: its address, and its count of unwritten outcomes.
+#[derive(Clone)]
+pub struct RecorderHandle {
+    /// Send [`Persist`], [`Record`] and [`Flush`] here.
+    pub addr: Addr<Recorder>,
+    /// The outcomes it has not written yet.
+    pub unwritten: Arc<Unwritten>,
+}
 
 /// Each event of a [`Persist`], stored, or why not (when a batch fails as a
 /// whole it is stored in parts, so one bad event fails alone).
@@ -52,6 +103,7 @@ pub struct Recorder {
     /// Outcomes queued so far, and outcomes committed so far.
     queued: u64,
     committed: u64,
+    unwritten: Arc<Unwritten>,
 }
 
 impl Recorder {
@@ -69,6 +121,16 @@ impl Recorder {
             waiters: Vec::new(),
             queued: 0,
             committed: 0,
+            unwritten: Arc::default(),
+        }
+    }
+
+    /// Starts the recorder on the current arbiter.
+    pub fn launch(self) -> RecorderHandle {
+        let unwritten = self.unwritten.clone();
+        RecorderHandle {
+            addr: self.start(),
+            unwritten,
         }
     }
 
@@ -166,6 +228,7 @@ impl Recorder {
                     act.failures = 0;
                     act.retry_at = None;
                     act.committed += outcomes.len() as u64;
+                    act.unwritten.sub(outcomes.len());
                     let committed = act.committed;
                     // Dropping a satisfied waiter's sender wakes it.
                     act.waiters.retain(|(upto, _)| *upto > committed);
@@ -278,6 +341,7 @@ impl Handler<Record> for Recorder {
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
         self.outcomes.push_back((msg.attempt, msg.outcome));
         self.queued += 1;
+        self.unwritten.add(1);
         self.write(ctx);
     }
 }

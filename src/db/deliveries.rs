@@ -403,13 +403,29 @@ pub fn read_page(
     limit: i64,
 ) -> QueryResult<Vec<PendingDelivery>> {
     // From the start is after the smallest key: one statement shape.
-    let (at, id) = after
+    let after = after
         .map(|(at, id)| (*at, id.as_str()))
         .unwrap_or((i64::MIN, ""));
-    deliveries::table
+    pending_after(conn, webhook_id, None, after, limit)
+}
+
+/// Up to `limit` pending deliveries of a webhook (of one channel, or all)
+/// after `(seq, id)`, in sequence order, with their bodies.
+fn pending_after(
+    conn: &mut DbConn,
+    webhook_id: &str,
+    channel_id: Option<&str>,
+    (at, id): (i64, &str),
+    limit: i64,
+) -> QueryResult<Vec<PendingDelivery>> {
+    let mut q = deliveries::table
         .inner_join(events::table)
         .filter(deliveries::webhook_id.eq(webhook_id))
-        .filter(deliveries::status.eq(DeliveryStatus::Pending))
+        .into_boxed();
+    if let Some(channel_id) = channel_id {
+        q = q.filter(deliveries::channel_id.eq(channel_id));
+    }
+    q.filter(deliveries::status.eq(DeliveryStatus::Pending))
         .filter(
             deliveries::seq
                 .gt(at)
@@ -419,6 +435,25 @@ pub fn read_page(
         .select(PendingDelivery::as_select())
         .limit(limit)
         .load(conn)
+}
+
+/// One page of one channel's backlog for a webhook: up to `limit` pending
+/// deliveries of `channel_id` after `after`, in sequence order, with their
+/// bodies. A delivery actor holds at most
+/// [`crate::backlog::CHANNEL_HOLD`] deliveries of a channel; past that it
+/// reads on in the channel with this, so that a channel with a long queue
+/// (its receiver failing on its oldest event) cannot fill the webhook's
+/// share of memory and hold the other channels back. Walks
+/// `deliveries_pending_by_channel` (webhook, channel, status, seq).
+pub fn read_channel_page(
+    conn: &mut DbConn,
+    webhook_id: &str,
+    channel_id: &str,
+    after: &Cursor,
+    limit: i64,
+) -> QueryResult<Vec<PendingDelivery>> {
+    let after = (after.0, after.1.as_str());
+    pending_after(conn, webhook_id, Some(channel_id), after, limit)
 }
 
 /// The body of delivery `id` (its event's payload); `None` when the

@@ -251,6 +251,63 @@ pub fn app_with_webhook(port: u16, uri: &str, events: &str) -> (String, String) 
     )
 }
 
+/// Creates an app named `name` with `webhooks` webhooks for every event,
+/// at `{base}/0`, `{base}/1`, ...; returns (app id, API key).
+#[allow(dead_code)]
+pub fn app_with_numbered_webhooks(
+    port: u16,
+    name: &str,
+    base: &str,
+    webhooks: usize,
+) -> (String, String) {
+    let body = serde_json::json!({ "name": name }).to_string();
+    let (status, answer) = http(port, "POST", "/v1/apps", Some(ADMIN_TOKEN), &body);
+    assert_eq!(status, 201, "{answer}");
+    let app: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let (app_id, key) = (
+        app["id"].as_str().unwrap().to_owned(),
+        app["apiKey"].as_str().unwrap().to_owned(),
+    );
+    for k in 0..webhooks {
+        let body = serde_json::json!({"uri": format!("{base}/{k}"), "event": "all"}).to_string();
+        let (status, answer) = http(port, "POST", "/v1/webhook", Some(&key), &body);
+        assert_eq!(status, 201, "{answer}");
+    }
+    (app_id, key)
+}
+
+/// Sends events `0..events` (`{"id": "ch-{seq % channels}", "seq": seq}`)
+/// from `senders` threads; each channel's events come from one sender, one
+/// after another, when `senders` divides `channels`, so their order is
+/// defined. Every event must be answered 202 within `timeout`.
+#[allow(dead_code)]
+pub fn send_in_channels(
+    port: u16,
+    app_id: &str,
+    events: u64,
+    channels: u64,
+    senders: u64,
+    timeout: Duration,
+) {
+    let threads: Vec<_> = (0..senders)
+        .map(|t| {
+            let app_id = app_id.to_owned();
+            std::thread::spawn(move || {
+                for seq in (t..events).step_by(senders as usize) {
+                    let channel =
+                        serde_json::json!({"id": format!("ch-{}", seq % channels), "seq": seq});
+                    let (status, body) =
+                        send_event(port, &app_id, channel, timeout).expect("the broker answers");
+                    assert_eq!(status, 202, "{body}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("sender");
+    }
+}
+
 /// Ingests a `channel_live` event with the given channel object; returns
 /// (status, body), or the transport error.
 pub fn send_event(
