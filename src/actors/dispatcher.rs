@@ -97,6 +97,20 @@ pub struct Dispatcher {
     /// Webhooks announced disabled or deleted: a batch matched before the
     /// announcement must not start an actor for them with the old target.
     stopped: HashSet<String>,
+    /// Held webhooks with no actor that had no pending delivery when their
+    /// lease was taken, and have had none put in the database since by
+    /// anyone but this dispatcher's own hand-overs: their actor starts with
+    /// its first delivery, with nothing to read. An idle webhook costs no
+    /// actor and no read (100,000 of them at start, or an event reaching
+    /// 10,000 at once). Anything that may have left deliveries for one in
+    /// the database (another instance's commit, a requeue, an enable)
+    /// takes it out of here and starts its actor reading from the start.
+    known_empty: HashMap<String, Arc<DeliveryTarget>>,
+    /// Webhooks whose deliveries this instance committed but handed to no
+    /// actor since the current claim round began (their lease was not held
+    /// yet): a webhook claimed in that round may have them pending.
+    unhanded: HashSet<String>,
+    claim_again: bool,
     validity: Arc<Validity>,
     /// Every delivery numbered up to this is known to this instance.
     covered: i64,
@@ -143,6 +157,9 @@ impl Dispatcher {
             held: HashMap::new(),
             giving_back: HashSet::new(),
             stopped: HashSet::new(),
+            known_empty: HashMap::new(),
+            unhanded: HashSet::new(),
+            claim_again: false,
             validity,
             covered: 0,
             claiming: false,
@@ -182,7 +199,34 @@ impl Dispatcher {
         }
         let addr = self.start_actor(target, Some(epoch));
         self.actors.insert(id.clone(), addr.clone());
+        if self.known_empty.remove(id).is_none() {
+            // Its pending deliveries may be in the database: read them
+            // first, so that nothing handed over now goes before them.
+            addr.do_send(ReadBacklog);
+        }
         Some(addr)
+    }
+
+    /// Starts the actor of a webhook known to have nothing pending, if it
+    /// has none, because something may have put deliveries for it in the
+    /// database: it reads them from the start.
+    fn wake(&mut self, webhook_id: &str) {
+        if let Some(target) = self.known_empty.remove(webhook_id) {
+            self.actor_for(&target);
+        }
+    }
+
+    /// Has the actor of a held webhook read its backlog from the start,
+    /// starting it if need be.
+    fn read_backlog_of(&mut self, target: &Arc<DeliveryTarget>) -> bool {
+        self.known_empty.remove(&target.webhook_id);
+        match self.actors.get(&target.webhook_id) {
+            Some(addr) if addr.connected() => {
+                addr.do_send(ReadBacklog);
+                true
+            }
+            _ => self.actor_for(target).is_some(),
+        }
     }
 
     /// Starts a delivery actor for `target` on the next delivery arbiter,
@@ -207,6 +251,7 @@ impl Dispatcher {
 
     /// Stops the actor of a webhook, if it has one.
     fn stop_actor(&mut self, webhook_id: &str) {
+        self.known_empty.remove(webhook_id);
         if let Some(addr) = self.actors.remove(webhook_id) {
             addr.do_send(Stop);
         }
@@ -215,14 +260,10 @@ impl Dispatcher {
     /// Has the actors of these webhooks read their backlogs from the
     /// database, page by page, from the start; answers how many were told.
     fn read_backlogs(&mut self, targets: &HashMap<String, Arc<DeliveryTarget>>) -> usize {
-        let mut told = 0;
-        for target in targets.values() {
-            if let Some(addr) = self.actor_for(target) {
-                addr.do_send(ReadBacklog);
-                told += 1;
-            }
-        }
-        told
+        targets
+            .values()
+            .filter(|target| self.read_backlog_of(target))
+            .count()
     }
 
     /// Tells the actors of webhooks that got deliveries from elsewhere to
@@ -231,14 +272,19 @@ impl Dispatcher {
         match stretch {
             Stretch::Found(ids) => {
                 for id in ids {
-                    if let Some(addr) = self.actors.get(&id) {
-                        addr.do_send(MoreInDatabase);
+                    match self.actors.get(&id) {
+                        Some(addr) => addr.do_send(MoreInDatabase),
+                        None => self.wake(&id),
                     }
                 }
             }
             Stretch::Unknown => {
                 for addr in self.actors.values() {
                     addr.do_send(MoreInDatabase);
+                }
+                let ids: Vec<String> = self.known_empty.keys().cloned().collect();
+                for id in ids {
+                    self.wake(&id);
                 }
             }
         }
@@ -354,8 +400,15 @@ impl Dispatcher {
                             // Kept pending for when it is enabled again.
                             continue;
                         }
-                        if let Some(addr) = act.actor_for(&target) {
-                            addr.do_send(Deliver(DeliveryJob::of_row(row, body.clone())));
+                        match act.actor_for(&target) {
+                            Some(addr) => {
+                                addr.do_send(Deliver(DeliveryJob::of_row(row, body.clone())))
+                            }
+                            None => {
+                                if act.claiming {
+                                    act.unhanded.insert(target.webhook_id.clone());
+                                }
+                            }
                         }
                     }
                     accepted
@@ -399,10 +452,16 @@ impl Dispatcher {
     /// the backlog is loaded here: the actors of claimed webhooks read it
     /// in pages, so memory stays bounded whatever the backlog.
     fn claim(&mut self) -> ResponseActFuture<Self, Result<usize, BrokerError>> {
-        if self.claiming || self.draining {
+        if self.draining {
+            return Box::pin(actix::fut::ready(Ok(0)));
+        }
+        if self.claiming {
+            // Asked for a reason (a new webhook): another round follows.
+            self.claim_again = true;
             return Box::pin(actix::fut::ready(Ok(0)));
         }
         self.claiming = true;
+        self.unhanded.clear();
         let starting = !self.started;
         let pool = self.pool.clone();
         let registry = self.registry.clone();
@@ -412,7 +471,7 @@ impl Dispatcher {
         let first_lease = self.held.is_empty();
         let work = async move {
             let started = Instant::now();
-            let (claimed, plan, seq) = actix_web::web::block(move || {
+            let (claimed, plan, seq, pending) = actix_web::web::block(move || {
                 let mut conn = pool.get()?;
                 let _turn = pool.write_turn();
                 let seq = if starting {
@@ -429,7 +488,19 @@ impl Dispatcher {
                     }
                     _ => Vec::new(),
                 };
-                Ok::<_, BrokerError>((claimed, plan, seq))
+                let claimed_in = started.elapsed();
+                let ids: Vec<&str> = claimed.iter().map(|l| l.webhook_id.as_str()).collect();
+                let pending = db::deliveries::webhooks_with_pending(&mut conn, &ids)?;
+                if starting {
+                    log::info!(
+                        "start-up claim: {} leases in {claimed_in:?}, {} of them with deliveries \
+                         pending, found in {:?}",
+                        claimed.len(),
+                        pending.len(),
+                        started.elapsed() - claimed_in
+                    );
+                }
+                Ok::<_, BrokerError>((claimed, plan, seq, pending))
             })
             .await??;
             let ids: Vec<String> = claimed.iter().map(|l| l.webhook_id.clone()).collect();
@@ -438,11 +509,22 @@ impl Dispatcher {
             } else {
                 registry.send(Targets { webhook_ids: ids }).await?
             };
-            Ok::<_, BrokerError>((claimed, plan, seq, targets, started))
+            Ok::<_, BrokerError>((claimed, plan, seq, pending, targets, started))
         };
         Box::pin(work.into_actor(self).map(move |res, act, ctx| {
             act.claiming = false;
-            let (claimed, plan, seq, targets, started) = res?;
+            // The next round, if one was asked for, starts once this one's
+            // hand-over bookkeeping is done.
+            let again = std::mem::take(&mut act.claim_again);
+            let (claimed, plan, seq, pending, mut targets, started) = match res {
+                Ok(done) => done,
+                Err(e) => {
+                    if again {
+                        act.claim_in_background(ctx);
+                    }
+                    return Err(e);
+                }
+            };
             if let Some(seq) = seq {
                 act.covered = act.covered.max(seq);
             }
@@ -460,12 +542,25 @@ impl Dispatcher {
                 }
             }
             act.publish_held();
+            // Those with nothing pending start their actors with their
+            // first delivery; the others read their backlogs now.
+            let unhanded = std::mem::take(&mut act.unhanded);
+            targets.retain(|id, target| {
+                let idle = !pending.contains(id) && !unhanded.contains(id);
+                if idle && !act.actors.contains_key(id) {
+                    act.known_empty.insert(id.clone(), target.clone());
+                }
+                !idle
+            });
             let told = act.read_backlogs(&targets);
             if n > 0 {
                 log::info!("took the leases of {n} webhooks; {told} read their pending deliveries");
             }
             if let Plan::Shed(k) = plan {
                 act.give_back_some(k, ctx);
+            }
+            if again {
+                act.claim_in_background(ctx);
             }
             Ok(n)
         }))
@@ -496,6 +591,7 @@ impl Dispatcher {
         let mut drains = Vec::new();
         for id in &ids {
             self.giving_back.insert(id.clone());
+            self.known_empty.remove(id);
             if let Some(addr) = self.actors.remove(id) {
                 drains.push((addr.clone(), addr.send(Drain)));
             }
@@ -869,9 +965,7 @@ impl Handler<WebhookChanged> for Dispatcher {
                     _ => {
                         // Enabled again (or changed while idle): take back
                         // what it kept pending, in pages.
-                        if let Some(addr) = self.actor_for(&target) {
-                            addr.do_send(ReadBacklog);
-                        }
+                        self.read_backlog_of(&target);
                     }
                 }
             }
@@ -998,6 +1092,7 @@ impl Handler<Shutdown> for Dispatcher {
                 addr.do_send(Stop);
             }
             act.actors.clear();
+            act.known_empty.clear();
             act.held.clear();
             act.publish_held();
         }))

@@ -54,7 +54,12 @@ impl Janitor {
         let work = actix_web::web::block(move || {
             let mut pruned = Pruned::default();
             loop {
-                let n = db::deliveries::prune_succeeded(&mut *pool.get()?, before, BATCH)?;
+                let n = {
+                    let mut conn = pool.get()?;
+                    // One writer at a time on SQLite, like every other.
+                    let _turn = pool.write_turn();
+                    db::deliveries::prune_succeeded(&mut conn, before, BATCH)?
+                };
                 pruned.deliveries += n;
                 if (n as i64) < BATCH {
                     break;
@@ -62,7 +67,12 @@ impl Janitor {
                 std::thread::sleep(PAUSE);
             }
             loop {
-                let n = db::deliveries::prune_events(&mut *pool.get()?, before, BATCH)?;
+                let n = {
+                    let mut conn = pool.get()?;
+                    // One writer at a time on SQLite, like every other.
+                    let _turn = pool.write_turn();
+                    db::deliveries::prune_events(&mut conn, before, BATCH)?
+                };
                 pruned.events += n;
                 if (n as i64) < BATCH {
                     break;
@@ -72,7 +82,12 @@ impl Janitor {
             let changes_before = now_ms() - CHANGE_LOG_KEEP.as_millis() as i64;
             let mut changes = 0;
             loop {
-                let n = db::changes::prune(&mut *pool.get()?, changes_before, BATCH)?;
+                let n = {
+                    let mut conn = pool.get()?;
+                    // One writer at a time on SQLite, like every other.
+                    let _turn = pool.write_turn();
+                    db::changes::prune(&mut conn, changes_before, BATCH)?
+                };
                 changes += n;
                 if (n as i64) < BATCH {
                     break;
@@ -83,7 +98,12 @@ impl Janitor {
                 log::info!("pruned {changes} registry change rows");
             }
             loop {
-                let n = db::idempotency::prune(&mut *pool.get()?, now_ms(), BATCH)?;
+                let n = {
+                    let mut conn = pool.get()?;
+                    // One writer at a time on SQLite, like every other.
+                    let _turn = pool.write_turn();
+                    db::idempotency::prune(&mut conn, now_ms(), BATCH)?
+                };
                 pruned.idempotency_keys += n;
                 if (n as i64) < BATCH {
                     break;

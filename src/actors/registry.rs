@@ -333,8 +333,11 @@ impl Registry {
                 || w.throttle != webhook.throttle
         });
         match (was_enabled, is_enabled) {
-            // New: nothing of it is pending here yet.
-            (None, _) => {}
+            // New: nothing of it is pending yet, but a claim round now
+            // gives it an owner before its first event, not up to a
+            // second after.
+            (None, true) => self.announce(id, Some(webhook.target())),
+            (None, false) => {}
             (Some(true), false) => self.announce(id, None),
             (Some(false), true) => self.announce(id, Some(webhook.target())),
             (Some(true), true) if target_moved => self.announce(id, Some(webhook.target())),
@@ -636,6 +639,8 @@ impl Handler<CreateWebhook> for Registry {
             throttle: msg.throttle,
         };
         db::webhooks::insert(&mut *self.conn()?, &webhook.to_row())?;
+        // Claimed at once, so its first events are sent at once.
+        self.announce(&webhook.id, Some(webhook.target()));
         self.remember(webhook.clone());
         Ok(webhook)
     }

@@ -4,7 +4,7 @@
 //! lease ([`super::leases`]); deliveries go out in the order of their
 //! sequence numbers, which the database hands out in commit order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 #[cfg(feature = "mysql")]
@@ -454,6 +454,25 @@ pub fn read_channel_page(
 ) -> QueryResult<Vec<PendingDelivery>> {
     let after = (after.0, after.1.as_str());
     pending_after(conn, webhook_id, Some(channel_id), after, limit)
+}
+
+/// Which of `webhook_ids` have a pending delivery: a probe of
+/// `deliveries_pending_by_webhook` each, in chunks.
+pub fn webhooks_with_pending(
+    conn: &mut DbConn,
+    webhook_ids: &[&str],
+) -> QueryResult<HashSet<String>> {
+    let mut found = HashSet::new();
+    for chunk in webhook_ids.chunks(500) {
+        let ids: Vec<String> = deliveries::table
+            .filter(deliveries::webhook_id.eq_any(chunk))
+            .filter(deliveries::status.eq(DeliveryStatus::Pending))
+            .select(deliveries::webhook_id)
+            .distinct()
+            .load(conn)?;
+        found.extend(ids);
+    }
+    Ok(found)
 }
 
 /// The body of delivery `id` (its event's payload); `None` when the

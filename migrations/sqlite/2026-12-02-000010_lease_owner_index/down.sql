@@ -1,0 +1,2 @@
+DROP INDEX webhook_leases_owner;
+CREATE INDEX webhook_leases_owner ON webhook_leases (owner);
