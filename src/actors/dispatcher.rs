@@ -105,7 +105,7 @@ pub struct Dispatcher {
     /// 10,000 at once). Anything that may have left deliveries for one in
     /// the database (another instance's commit, a requeue, an enable)
     /// takes it out of here and starts its actor reading from the start.
-    known_empty: HashMap<String, Arc<DeliveryTarget>>,
+    known_empty: HashSet<String>,
     /// Webhooks whose deliveries this instance committed but handed to no
     /// actor since the current claim round began (their lease was not held
     /// yet): a webhook claimed in that round may have them pending.
@@ -157,7 +157,7 @@ impl Dispatcher {
             held: HashMap::new(),
             giving_back: HashSet::new(),
             stopped: HashSet::new(),
-            known_empty: HashMap::new(),
+            known_empty: HashSet::new(),
             unhanded: HashSet::new(),
             claim_again: false,
             validity,
@@ -199,7 +199,7 @@ impl Dispatcher {
         }
         let addr = self.start_actor(target, Some(epoch));
         self.actors.insert(id.clone(), addr.clone());
-        if self.known_empty.remove(id).is_none() {
+        if !self.known_empty.remove(id) {
             // Its pending deliveries may be in the database: read them
             // first, so that nothing handed over now goes before them.
             addr.do_send(ReadBacklog);
@@ -207,13 +207,31 @@ impl Dispatcher {
         Some(addr)
     }
 
-    /// Starts the actor of a webhook known to have nothing pending, if it
-    /// has none, because something may have put deliveries for it in the
-    /// database: it reads them from the start.
-    fn wake(&mut self, webhook_id: &str) {
-        if let Some(target) = self.known_empty.remove(webhook_id) {
-            self.actor_for(&target);
+    /// Starts the actors of webhooks known to have had nothing pending,
+    /// because something may have put deliveries for them in the database:
+    /// their targets come from the registry, then each actor reads from
+    /// the start. One handed a delivery meanwhile has started already, and
+    /// read from the start too, since it is no longer known to be empty.
+    fn wake(&mut self, ids: Vec<String>, ctx: &mut Context<Self>) {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| self.known_empty.remove(id))
+            .collect();
+        if ids.is_empty() {
+            return;
         }
+        let registry = self.registry.clone();
+        let fetch = async move { registry.send(Targets { webhook_ids: ids }).await };
+        ctx.spawn(fetch.into_actor(self).map(|res, act, _| match res {
+            Ok(targets) => {
+                for target in targets.values() {
+                    if !act.actors.contains_key(&target.webhook_id) {
+                        act.actor_for(target);
+                    }
+                }
+            }
+            Err(e) => log::error!("registry gone while starting delivery actors: {e}"),
+        }));
     }
 
     /// Has the actor of a held webhook read its backlog from the start,
@@ -268,24 +286,24 @@ impl Dispatcher {
 
     /// Tells the actors of webhooks that got deliveries from elsewhere to
     /// read on from the database.
-    fn more_in_database(&mut self, stretch: Stretch) {
+    fn more_in_database(&mut self, stretch: Stretch, ctx: &mut Context<Self>) {
         match stretch {
             Stretch::Found(ids) => {
+                let mut idle = Vec::new();
                 for id in ids {
                     match self.actors.get(&id) {
                         Some(addr) => addr.do_send(MoreInDatabase),
-                        None => self.wake(&id),
+                        None => idle.push(id),
                     }
                 }
+                self.wake(idle, ctx);
             }
             Stretch::Unknown => {
                 for addr in self.actors.values() {
                     addr.do_send(MoreInDatabase);
                 }
-                let ids: Vec<String> = self.known_empty.keys().cloned().collect();
-                for id in ids {
-                    self.wake(&id);
-                }
+                let idle: Vec<String> = self.known_empty.iter().cloned().collect();
+                self.wake(idle, ctx);
             }
         }
     }
@@ -375,7 +393,7 @@ impl Dispatcher {
             if let Some((last, stretch)) = seen {
                 // Before the batch's own deliveries, so none jumps ahead of
                 // an earlier one committed elsewhere.
-                act.more_in_database(stretch);
+                act.more_in_database(stretch, ctx);
                 act.covered = act.covered.max(last);
             }
             // Deliveries go to the actors in the order their events were
@@ -438,7 +456,7 @@ impl Dispatcher {
             act.writing = false;
             if let Ok(Ok((upto, ids))) = res {
                 if upto > act.covered {
-                    act.more_in_database(Stretch::Found(ids));
+                    act.more_in_database(Stretch::Found(ids), ctx);
                     act.covered = upto;
                 }
             }
@@ -503,20 +521,25 @@ impl Dispatcher {
                 Ok::<_, BrokerError>((claimed, plan, seq, pending))
             })
             .await??;
-            let ids: Vec<String> = claimed.iter().map(|l| l.webhook_id.clone()).collect();
+            // Only those with work waiting need their targets now.
+            let ids: Vec<String> = claimed
+                .iter()
+                .filter(|l| pending.contains(&l.webhook_id))
+                .map(|l| l.webhook_id.clone())
+                .collect();
             let targets = if ids.is_empty() {
                 HashMap::new()
             } else {
                 registry.send(Targets { webhook_ids: ids }).await?
             };
-            Ok::<_, BrokerError>((claimed, plan, seq, pending, targets, started))
+            Ok::<_, BrokerError>((claimed, plan, seq, targets, started))
         };
         Box::pin(work.into_actor(self).map(move |res, act, ctx| {
             act.claiming = false;
             // The next round, if one was asked for, starts once this one's
             // hand-over bookkeeping is done.
             let again = std::mem::take(&mut act.claim_again);
-            let (claimed, plan, seq, pending, mut targets, started) = match res {
+            let (claimed, plan, seq, targets, started) = match res {
                 Ok(done) => done,
                 Err(e) => {
                     if again {
@@ -534,6 +557,7 @@ impl Dispatcher {
                 act.validity.renewed(started);
             }
             let n = claimed.len();
+            let claimed_ids: Vec<String> = claimed.iter().map(|l| l.webhook_id.clone()).collect();
             for Lease { webhook_id, epoch } in claimed {
                 // Taken again after losing it unnoticed: the old actor's
                 // epoch is stale.
@@ -542,17 +566,23 @@ impl Dispatcher {
                 }
             }
             act.publish_held();
-            // Those with nothing pending start their actors with their
-            // first delivery; the others read their backlogs now.
+            // Those with deliveries pending read their backlogs now (their
+            // targets came with the claim). The others start their actors
+            // with their first delivery, unless this instance committed
+            // deliveries for them that it could not hand over meanwhile.
             let unhanded = std::mem::take(&mut act.unhanded);
-            targets.retain(|id, target| {
-                let idle = !pending.contains(id) && !unhanded.contains(id);
-                if idle && !act.actors.contains_key(id) {
-                    act.known_empty.insert(id.clone(), target.clone());
+            let mut woken = Vec::new();
+            for id in &claimed_ids {
+                if targets.contains_key(id) || act.actors.contains_key(id) {
+                    continue;
                 }
-                !idle
-            });
-            let told = act.read_backlogs(&targets);
+                act.known_empty.insert(id.clone());
+                if unhanded.contains(id) {
+                    woken.push(id.clone());
+                }
+            }
+            let told = act.read_backlogs(&targets) + woken.len();
+            act.wake(woken, ctx);
             if n > 0 {
                 log::info!("took the leases of {n} webhooks; {told} read their pending deliveries");
             }
