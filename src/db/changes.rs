@@ -131,7 +131,7 @@ pub fn since(conn: &mut DbConn, after: i64, limit: i64) -> QueryResult<Changes> 
 /// Deletes up to `limit` change rows older than `before` (epoch ms);
 /// answers how many went.
 pub fn prune(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<usize> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         let versions: Vec<i64> = registry_changes::table
             .filter(registry_changes::at.lt(before))
             .order(registry_changes::version)

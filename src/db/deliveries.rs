@@ -98,7 +98,7 @@ pub fn store_and_record(
     owner: &str,
     outcomes: &[(AttemptRow, AttemptOutcome)],
 ) -> QueryResult<QueryResult<Recorded>> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         if !events.is_empty() {
             insert_events(conn, events)?;
         }
@@ -691,7 +691,7 @@ pub fn last_success(conn: &mut DbConn, webhook_id: &str) -> QueryResult<Option<i
 /// Deletes up to `limit` succeeded deliveries created before `before`, with
 /// their attempts; returns how many went.
 pub fn prune_succeeded(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<usize> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         let ids: Vec<String> = deliveries::table
             .filter(deliveries::status.eq(DeliveryStatus::Succeeded))
             .filter(deliveries::created_at.lt(before))
@@ -712,7 +712,7 @@ pub fn prune_succeeded(conn: &mut DbConn, before: i64, limit: i64) -> QueryResul
 /// Deletes up to `limit` events created before `before` that no delivery
 /// refers to any more; returns how many went.
 pub fn prune_events(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<usize> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         let referenced = deliveries::table
             .filter(deliveries::event_id.eq(events::id))
             .select(deliveries::id);

@@ -98,7 +98,7 @@ pub fn claim(
     limit: usize,
     starting: bool,
 ) -> QueryResult<Vec<Lease>> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         let now = db_now(conn)?;
         let mut ids: Vec<String> = Vec::new();
         if starting {
@@ -171,7 +171,7 @@ pub fn renew(
     held: &[String],
     lease_ms: i64,
 ) -> QueryResult<Vec<Lease>> {
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         let now = db_now(conn)?;
         for chunk in held.chunks(CHUNK) {
             diesel::update(

@@ -15,6 +15,30 @@ macro_rules! on_backend {
     };
 }
 
+/// A transaction that reads before it deletes, made safe beside other
+/// writers: on SQLite its first statement writes, so it waits for the write
+/// lock (the busy timeout) from the start. A deferred transaction that
+/// first reads and then writes fails at once with `SQLITE_BUSY` when
+/// another connection commits in between (its snapshot is stale), and no
+/// busy timeout helps; that failed the Janitor's pruning beside the
+/// Registry's writes. On MySQL it is a plain transaction.
+pub fn write_transaction<T>(
+    conn: &mut DbConn,
+    body: impl FnOnce(&mut DbConn) -> diesel::QueryResult<T>,
+) -> diesel::QueryResult<T> {
+    use diesel::RunQueryDsl;
+    conn.transaction(|conn| {
+        match conn {
+            DbConn::Sqlite(c) => {
+                diesel::sql_query("UPDATE event_sequence SET seq = seq WHERE id = 1").execute(c)?;
+            }
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql(_) => {}
+        }
+        body(conn)
+    })
+}
+
 pub mod apps;
 pub mod changes;
 pub mod deliveries;
