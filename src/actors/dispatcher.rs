@@ -111,6 +111,9 @@ pub struct Dispatcher {
     /// yet): a webhook claimed in that round may have them pending.
     unhanded: HashSet<String>,
     claim_again: bool,
+    /// A clean stop waiting for the claim round under way: its leases (and
+    /// its census row) must be committed before they are all given back.
+    claim_waiters: Vec<oneshot::Sender<()>>,
     validity: Arc<Validity>,
     /// Every delivery numbered up to this is known to this instance.
     covered: i64,
@@ -160,6 +163,7 @@ impl Dispatcher {
             known_empty: HashSet::new(),
             unhanded: HashSet::new(),
             claim_again: false,
+            claim_waiters: Vec::new(),
             validity,
             covered: 0,
             claiming: false,
@@ -536,6 +540,9 @@ impl Dispatcher {
         };
         Box::pin(work.into_actor(self).map(move |res, act, ctx| {
             act.claiming = false;
+            for waiter in act.claim_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
             // The next round, if one was asked for, starts once this one's
             // hand-over bookkeeping is done.
             let again = std::mem::take(&mut act.claim_again);
@@ -1080,7 +1087,18 @@ impl Handler<Shutdown> for Dispatcher {
         let pool = self.pool.clone();
         let owner = self.leases.owner.clone();
         let outcomes = self.outbox.unwritten.clone();
+        // A round under way (say, for a webhook created just now) would
+        // otherwise commit its leases after they were given back, and hold
+        // them, dead, for a whole lease.
+        let claim_done = self.claiming.then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.claim_waiters.push(tx);
+            rx
+        });
         let work = async move {
+            if let Some(done) = claim_done {
+                let _ = actix_web::rt::time::timeout(Duration::from_secs(10), done).await;
+            }
             let began = std::time::Instant::now();
             let all = futures_util::future::join_all(drains);
             if actix_web::rt::time::timeout(msg.grace, all).await.is_err() {
