@@ -527,7 +527,72 @@ fn a_channel_page_reads_on_in_one_channel_only(store: Store) {
     );
 }
 
+/// Past the 500 ids one statement carries: 1,200 webhooks, a third with a
+/// pending delivery, a third with only a succeeded one.
+fn the_claim_finds_which_webhooks_have_pending_deliveries_beyond_one_statement(store: Store) {
+    let Some(test_db) = TestDb::new(store) else {
+        return;
+    };
+    let pool = db::open(&test_db.url).expect("open store");
+    let mut conn = pool.get().unwrap();
+    let app = db::apps::create(&mut conn, "many".into()).unwrap();
+    let ids: Vec<String> = (0..1_200).map(|i| format!("wh_{i:05}")).collect();
+    for id in &ids {
+        db::webhooks::insert(&mut conn, &webhook_row(id, &app.row.id)).unwrap();
+    }
+    let event = EventRow {
+        id: db::new_id("evt"),
+        app_id: app.row.id.clone(),
+        event: "channel_live".into(),
+        channel_id: None,
+        event_time: 1,
+        payload: "{}".into(),
+        created_at: 1,
+        seq: 0,
+    };
+    let rows = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 2)
+        .map(|(i, id)| DeliveryRow {
+            id: format!("d{i}"),
+            event_id: event.id.clone(),
+            webhook_id: id.clone(),
+            channel_id: None,
+            status: if i % 3 == 0 {
+                DeliveryStatus::Pending
+            } else {
+                DeliveryStatus::Succeeded
+            },
+            attempts: 0,
+            next_attempt_at: 1,
+            last_status_code: None,
+            last_error: None,
+            created_at: 1,
+            delivered_at: None,
+            seq: 0,
+        })
+        .collect();
+    db::deliveries::insert_events(
+        &mut conn,
+        &mut [NewEvent {
+            event,
+            deliveries: rows,
+        }],
+    )
+    .unwrap();
+    let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let found = db::deliveries::webhooks_with_pending(&mut conn, &asked).unwrap();
+    let expected: std::collections::HashSet<String> = ids.iter().step_by(3).cloned().collect();
+    assert_eq!(found.len(), 400);
+    assert_eq!(found, expected);
+    assert!(db::deliveries::webhooks_with_pending(&mut conn, &[])
+        .unwrap()
+        .is_empty());
+}
+
 on_both_stores_sync!(
+    the_claim_finds_which_webhooks_have_pending_deliveries_beyond_one_statement,
     a_channel_page_reads_on_in_one_channel_only,
     an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner,
     leases_are_shared_out_renewed_and_given_back_beyond_one_statement,

@@ -260,27 +260,18 @@ impl WebhookDelivery {
             return;
         }
         let after = self.window.start_page();
-        // Reserved until the page is in, so that reads under way at once
-        // cannot together overrun the budget.
-        self.outbox.in_memory.fetch_add(limit, Ordering::Relaxed);
-        let outbox = self.outbox.clone();
         let webhook_id = self.target.webhook_id.clone();
-        let read = actix_web::web::block(move || {
-            let mut conn = outbox.pool.get().map_err(|e| e.to_string())?;
-            db::deliveries::read_page(&mut conn, &webhook_id, after.as_ref(), limit as i64)
-                .map_err(|e| e.to_string())
-        });
-        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
-            act.outbox.in_memory.fetch_sub(limit, Ordering::Relaxed);
+        let read = move |conn: &mut db::DbConn| {
+            db::deliveries::read_page(conn, &webhook_id, after.as_ref(), limit as i64)
+        };
+        self.read_rows(limit, read, ctx, move |res, act, ctx| {
             let page: Vec<PendingDelivery> = match res {
-                Ok(Ok(page)) => page,
-                failed => {
-                    if let Ok(Err(e)) = failed {
-                        log::warn!(
-                            "could not read the backlog of webhook {}: {e}",
-                            act.target.webhook_id
-                        );
-                    }
+                Ok(page) => page,
+                Err(e) => {
+                    log::warn!(
+                        "could not read the backlog of webhook {}: {e}",
+                        act.target.webhook_id
+                    );
                     // What was kept aside is in the database: the next page
                     // brings it back.
                     act.window.page_failed();
@@ -308,6 +299,35 @@ impl WebhookDelivery {
                 }
             }
             act.read_page_if_due(ctx);
+        });
+    }
+
+    /// Reads up to `limit` pending deliveries with `query` on the blocking
+    /// pool, then hands them (or why not) to `done` back on the actor. The
+    /// `limit` is reserved in the shared budget until the rows are in, so
+    /// that reads under way at once cannot together overrun it.
+    fn read_rows(
+        &mut self,
+        limit: usize,
+        query: impl FnOnce(&mut db::DbConn) -> diesel::QueryResult<Vec<PendingDelivery>>
+            + Send
+            + 'static,
+        ctx: &mut Context<Self>,
+        done: impl FnOnce(Result<Vec<PendingDelivery>, String>, &mut Self, &mut Context<Self>) + 'static,
+    ) {
+        self.outbox.in_memory.fetch_add(limit, Ordering::Relaxed);
+        let outbox = self.outbox.clone();
+        let read = actix_web::web::block(move || {
+            let mut conn = outbox.pool.get().map_err(|e| e.to_string())?;
+            query(&mut conn).map_err(|e| e.to_string())
+        });
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+            act.outbox.in_memory.fetch_sub(limit, Ordering::Relaxed);
+            let rows = match res {
+                Ok(rows) => rows,
+                Err(e) => Err(e.to_string()),
+            };
+            done(rows, act, ctx);
         }));
     }
 
@@ -344,37 +364,24 @@ impl WebhookDelivery {
             return;
         }
         let after = clip.start_read();
-        self.outbox.in_memory.fetch_add(limit, Ordering::Relaxed);
-        let outbox = self.outbox.clone();
         let webhook_id = self.target.webhook_id.clone();
         let channel = channel.to_owned();
         let channel_id = channel.clone();
-        let read = actix_web::web::block(move || {
-            let mut conn = outbox.pool.get().map_err(|e| e.to_string())?;
-            db::deliveries::read_channel_page(
-                &mut conn,
-                &webhook_id,
-                &channel_id,
-                &after,
-                limit as i64,
-            )
-            .map_err(|e| e.to_string())
-        });
-        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
-            act.outbox.in_memory.fetch_sub(limit, Ordering::Relaxed);
+        let read = move |conn: &mut db::DbConn| {
+            db::deliveries::read_channel_page(conn, &webhook_id, &channel_id, &after, limit as i64)
+        };
+        self.read_rows(limit, read, ctx, move |res, act, ctx| {
             let aside = act.clipped_aside.remove(&channel).unwrap_or_default();
             let Some(clip) = act.clipped.get_mut(&channel) else {
                 return;
             };
             let page: Vec<PendingDelivery> = match res {
-                Ok(Ok(page)) => page,
-                failed => {
-                    if let Ok(Err(e)) = failed {
-                        log::warn!(
-                            "could not read on in a channel of webhook {}: {e}",
-                            act.target.webhook_id
-                        );
-                    }
+                Ok(page) => page,
+                Err(e) => {
+                    log::warn!(
+                        "could not read on in a channel of webhook {}: {e}",
+                        act.target.webhook_id
+                    );
                     // What was kept aside is in the database, past the clip.
                     clip.read_failed();
                     act.clipped_due.insert(channel);
@@ -401,16 +408,15 @@ impl WebhookDelivery {
                 }
             }
             act.read_channel_if_due(&channel, ctx);
-        }));
+        });
     }
 
     /// Takes a delivery handed over or read in a page of the webhook: held,
     /// unless its channel already holds as many as it may ([`Clip`]).
     fn accept(&mut self, job: DeliveryJob, ctx: &mut Context<Self>) {
         if let Some(channel) = job.channel_id.as_deref() {
-            let key = job.order_key();
             if let Some(clip) = self.clipped.get(channel) {
-                match clip.admit(&key) {
+                match clip.admit(&job.order_key()) {
                     Admit::Hold => {}
                     Admit::Aside => {
                         self.clipped_aside
@@ -423,6 +429,7 @@ impl WebhookDelivery {
                 }
             } else if let Some(queue) = self.channels.get(channel) {
                 if queue.jobs.len() >= CHANNEL_HOLD && !self.held.contains(&job.delivery_id) {
+                    let key = job.order_key();
                     if let Some(last) = queue.jobs.keys().next_back().filter(|last| &key > *last) {
                         // Left in the database, with the rest of the
                         // channel past its last held delivery.
