@@ -45,18 +45,12 @@ fn webhook_row(id: &str, app_id: &str) -> WebhookRow {
     }
 }
 
-/// A store with one app, one webhook whose lease [`OWNER`] holds, and `n`
-/// pending deliveries, named `d0`, `d1`, ...
-fn outbox(store: Store, n: usize) -> Option<Outbox> {
-    let test_db = TestDb::new(store)?;
-    let pool = db::open(&test_db.url).expect("open store");
-    let mut conn = pool.get().unwrap();
-    let app = db::apps::create(&mut conn, "outbox".into()).unwrap();
-    let webhook_id = db::new_id("wh");
-    db::webhooks::insert(&mut conn, &webhook_row(&webhook_id, &app.row.id)).unwrap();
+/// Stores one event of `app_id` with `deliveries` as
+/// `(delivery id, webhook id, status)`.
+fn store_event(conn: &mut DbConn, app_id: &str, deliveries: Vec<(String, String, DeliveryStatus)>) {
     let event = EventRow {
         id: db::new_id("evt"),
-        app_id: app.row.id.clone(),
+        app_id: app_id.into(),
         event: "channel_live".into(),
         channel_id: None,
         event_time: 1,
@@ -64,13 +58,14 @@ fn outbox(store: Store, n: usize) -> Option<Outbox> {
         created_at: 1,
         seq: 0,
     };
-    let rows = (0..n)
-        .map(|i| DeliveryRow {
-            id: format!("d{i}"),
+    let rows = deliveries
+        .into_iter()
+        .map(|(id, webhook_id, status)| DeliveryRow {
+            id,
             event_id: event.id.clone(),
-            webhook_id: webhook_id.clone(),
+            webhook_id,
             channel_id: None,
-            status: DeliveryStatus::Pending,
+            status,
             attempts: 0,
             next_attempt_at: 1,
             last_status_code: None,
@@ -81,13 +76,28 @@ fn outbox(store: Store, n: usize) -> Option<Outbox> {
         })
         .collect();
     db::deliveries::insert_events(
-        &mut conn,
+        conn,
         &mut [NewEvent {
             event,
             deliveries: rows,
         }],
     )
     .unwrap();
+}
+
+/// A store with one app, one webhook whose lease [`OWNER`] holds, and `n`
+/// pending deliveries, named `d0`, `d1`, ...
+fn outbox(store: Store, n: usize) -> Option<Outbox> {
+    let test_db = TestDb::new(store)?;
+    let pool = db::open(&test_db.url).expect("open store");
+    let mut conn = pool.get().unwrap();
+    let app = db::apps::create(&mut conn, "outbox".into()).unwrap();
+    let webhook_id = db::new_id("wh");
+    db::webhooks::insert(&mut conn, &webhook_row(&webhook_id, &app.row.id)).unwrap();
+    let rows = (0..n)
+        .map(|i| (format!("d{i}"), webhook_id.clone(), DeliveryStatus::Pending))
+        .collect();
+    store_event(&mut conn, &app.row.id, rows);
     let taken = db::leases::claim(&mut conn, OWNER, 60_000, 10, false).unwrap();
     assert_eq!(taken.len(), 1);
     drop(conn);
@@ -540,47 +550,20 @@ fn the_claim_finds_which_webhooks_have_pending_deliveries_beyond_one_statement(s
     for id in &ids {
         db::webhooks::insert(&mut conn, &webhook_row(id, &app.row.id)).unwrap();
     }
-    let event = EventRow {
-        id: db::new_id("evt"),
-        app_id: app.row.id.clone(),
-        event: "channel_live".into(),
-        channel_id: None,
-        event_time: 1,
-        payload: "{}".into(),
-        created_at: 1,
-        seq: 0,
-    };
     let rows = ids
         .iter()
         .enumerate()
         .filter(|(i, _)| i % 3 != 2)
-        .map(|(i, id)| DeliveryRow {
-            id: format!("d{i}"),
-            event_id: event.id.clone(),
-            webhook_id: id.clone(),
-            channel_id: None,
-            status: if i % 3 == 0 {
+        .map(|(i, id)| {
+            let status = if i % 3 == 0 {
                 DeliveryStatus::Pending
             } else {
                 DeliveryStatus::Succeeded
-            },
-            attempts: 0,
-            next_attempt_at: 1,
-            last_status_code: None,
-            last_error: None,
-            created_at: 1,
-            delivered_at: None,
-            seq: 0,
+            };
+            (format!("d{i}"), id.clone(), status)
         })
         .collect();
-    db::deliveries::insert_events(
-        &mut conn,
-        &mut [NewEvent {
-            event,
-            deliveries: rows,
-        }],
-    )
-    .unwrap();
+    store_event(&mut conn, &app.row.id, rows);
     let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
     let found = db::deliveries::webhooks_with_pending(&mut conn, &asked).unwrap();
     let expected: std::collections::HashSet<String> = ids.iter().step_by(3).cloned().collect();
