@@ -387,6 +387,18 @@ pub struct PendingDelivery {
 /// order deliveries of one channel must go out in.
 pub type Cursor = (i64, String);
 
+/// `deliveries.status = '<status>'`, written out rather than bound: on
+/// SQLite the indexes that find pending and failed work hold those rows
+/// only (migration 000011), and its planner takes such a partial index for
+/// a query that states the index's condition literally; a bound value
+/// would have it prepare the statement again at every binding to check.
+pub(crate) fn status_is(
+    status: DeliveryStatus,
+) -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    // A fixed word of the enum, never input: nothing to quote.
+    diesel::dsl::sql(&format!("deliveries.status = '{}'", status.as_str()))
+}
+
 /// One page of a webhook's backlog: up to `limit` pending deliveries after
 /// `after` (from the start with `None`), in sequence order, with their
 /// bodies. Only the webhook's lease holder reads its pages, so the read
@@ -395,7 +407,8 @@ pub type Cursor = (i64, String);
 /// only a window of its webhook's backlog and still keep every channel in
 /// order; and since sequence numbers commit in order, a row numbered below
 /// one this page returns can never appear later. It walks
-/// `deliveries_pending_by_webhook` (webhook, status, seq).
+/// `deliveries_pending_by_webhook` (webhook, seq of pending rows on SQLite;
+/// webhook, status, seq on MySQL).
 pub fn read_page(
     conn: &mut DbConn,
     webhook_id: &str,
@@ -425,7 +438,7 @@ fn pending_after(
     if let Some(channel_id) = channel_id {
         q = q.filter(deliveries::channel_id.eq(channel_id));
     }
-    q.filter(deliveries::status.eq(DeliveryStatus::Pending))
+    q.filter(status_is(DeliveryStatus::Pending))
         .filter(
             deliveries::seq
                 .gt(at)
@@ -444,7 +457,8 @@ fn pending_after(
 /// reads on in the channel with this, so that a channel with a long queue
 /// (its receiver failing on its oldest event) cannot fill the webhook's
 /// share of memory and hold the other channels back. Walks
-/// `deliveries_pending_by_channel` (webhook, channel, status, seq).
+/// `deliveries_pending_by_channel` (webhook, channel, seq of pending rows on
+/// SQLite; webhook, channel, status, seq on MySQL).
 pub fn read_channel_page(
     conn: &mut DbConn,
     webhook_id: &str,
@@ -466,7 +480,7 @@ pub fn webhooks_with_pending(
     for chunk in webhook_ids.chunks(500) {
         let ids: Vec<String> = deliveries::table
             .filter(deliveries::webhook_id.eq_any(chunk))
-            .filter(deliveries::status.eq(DeliveryStatus::Pending))
+            .filter(status_is(DeliveryStatus::Pending))
             .select(deliveries::webhook_id)
             .distinct()
             .load(conn)?;
@@ -535,7 +549,7 @@ pub fn failed_since(conn: &mut DbConn, webhook_id: &str, since: i64) -> QueryRes
     deliveries::table
         .filter(deliveries::webhook_id.eq(webhook_id))
         .filter(deliveries::created_at.ge(since))
-        .filter(deliveries::status.eq(DeliveryStatus::Failed))
+        .filter(status_is(DeliveryStatus::Failed))
         .order((deliveries::created_at, deliveries::id))
         .select(deliveries::id)
         .load(conn)
@@ -580,7 +594,7 @@ pub fn page(
                 .filter(deliveries::webhook_id.eq(webhook_id))
                 .into_boxed();
             if let Some(s) = filter.status {
-                q = q.filter(deliveries::status.eq(s));
+                q = q.filter(status_is(s));
             }
             if let Some(c) = &filter.channel_id {
                 q = q.filter(deliveries::channel_id.eq(c.clone()));
@@ -620,7 +634,8 @@ pub struct WebhookHealth {
 
 /// [`WebhookHealth`] of each of `webhook_ids`, in two queries whatever
 /// their number (a page holds at most 100): the failed count walks
-/// `deliveries_pending_by_webhook` (webhook, status, ...).
+/// `deliveries_failed_by_webhook` on SQLite (failed rows only) and
+/// `deliveries_pending_by_webhook` (webhook, status, ...) on MySQL.
 pub fn health(
     conn: &mut DbConn,
     webhook_ids: &[String],
@@ -638,7 +653,7 @@ pub fn health(
     }
     let failing: Vec<(String, i64)> = deliveries::table
         .filter(deliveries::webhook_id.eq_any(webhook_ids))
-        .filter(deliveries::status.eq(DeliveryStatus::Failed))
+        .filter(status_is(DeliveryStatus::Failed))
         .group_by(deliveries::webhook_id)
         .select((deliveries::webhook_id, diesel::dsl::count_star()))
         .load(conn)?;

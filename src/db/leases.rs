@@ -323,7 +323,7 @@ pub fn webhooks_in_stretch(conn: &mut DbConn, after: i64, upto: i64) -> QueryRes
     deliveries::table
         .filter(deliveries::seq.gt(after))
         .filter(deliveries::seq.le(upto))
-        .filter(deliveries::status.eq(DeliveryStatus::Pending))
+        .filter(super::deliveries::status_is(DeliveryStatus::Pending))
         .select(deliveries::webhook_id)
         .distinct()
         .load(conn)
