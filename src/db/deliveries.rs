@@ -418,6 +418,10 @@ fn pending_after(
         q = q.filter(deliveries::channel_id.eq(channel_id));
     }
     q.filter(status_is(DeliveryStatus::Pending))
+        // Implied by the next filter, and what lets the walk start at the
+        // cursor: planners do not seek on the disjunction alone, and a page
+        // read every pending row of the webhook before the cursor again.
+        .filter(deliveries::seq.ge(at))
         .filter(
             deliveries::seq
                 .gt(at)
@@ -687,7 +691,7 @@ pub fn last_success(conn: &mut DbConn, webhook_id: &str) -> QueryResult<Option<i
 pub fn prune_succeeded(conn: &mut DbConn, before: i64, limit: i64) -> QueryResult<usize> {
     super::write_transaction(conn, |conn| {
         let ids: Vec<String> = deliveries::table
-            .filter(deliveries::status.eq(DeliveryStatus::Succeeded))
+            .filter(status_is(DeliveryStatus::Succeeded))
             .filter(deliveries::created_at.lt(before))
             .select(deliveries::id)
             .limit(limit)

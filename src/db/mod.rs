@@ -123,14 +123,11 @@ const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql
 // events' transaction (a bad outcome must not fail ingest), and SQLite
 // copies every page a savepoint changes into a sub-journal: in a temp file
 // by default, a write(2) per page, which was a fifth of the broker's CPU in
-// S5; in memory it is a memcpy. 8 MiB of page cache (SQLite's default is
-// 2 MiB) keeps the hot ends of the indexes of a busy outbox in memory; it is
-// a bound per connection, taken only as pages are read.
+// S5; in memory it is a memcpy.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA busy_timeout = 10000;
 PRAGMA foreign_keys = ON;
-PRAGMA cache_size = -8192;
 PRAGMA temp_store = MEMORY;";
 
 /// Session settings for MariaDB connections (see [`Manager::connect`]).

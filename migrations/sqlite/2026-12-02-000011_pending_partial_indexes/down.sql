@@ -1,3 +1,5 @@
+DROP INDEX deliveries_succeeded_by_created;
+CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
 DROP INDEX deliveries_failed_by_webhook;
 DROP INDEX deliveries_by_seq;
 CREATE INDEX deliveries_by_seq ON deliveries (seq, webhook_id);
