@@ -438,7 +438,8 @@ fn leases_are_shared_out_renewed_and_given_back_beyond_one_statement(store: Stor
     lapse(&mut conn, &ids[0]);
     let d = db::leases::claim(&mut conn, "broker-d", 60_000, 10, false).unwrap();
     assert_eq!(d.len(), 1);
-    let still = db::leases::renew(&mut conn, "broker-b", &ids, 60_000).unwrap();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let still = db::leases::renew(&mut conn, "broker-b", &refs, 60_000).unwrap();
     assert_eq!(still.len(), 699);
     let held: std::collections::HashMap<String, i64> =
         b.iter().map(|l| (l.webhook_id.clone(), l.epoch)).collect();

@@ -564,12 +564,11 @@ impl Dispatcher {
                 act.validity.renewed(started);
             }
             let n = claimed.len();
-            let claimed_ids: Vec<String> = claimed.iter().map(|l| l.webhook_id.clone()).collect();
-            for Lease { webhook_id, epoch } in claimed {
+            for Lease { webhook_id, epoch } in &claimed {
                 // Taken again after losing it unnoticed: the old actor's
                 // epoch is stale.
-                if act.held.insert(webhook_id.clone(), epoch) != Some(epoch) {
-                    act.stop_actor(&webhook_id);
+                if act.held.insert(webhook_id.clone(), *epoch) != Some(*epoch) {
+                    act.stop_actor(webhook_id);
                 }
             }
             act.publish_held();
@@ -579,14 +578,16 @@ impl Dispatcher {
             // deliveries for them that it could not hand over meanwhile.
             let unhanded = std::mem::take(&mut act.unhanded);
             let mut woken = Vec::new();
-            for id in &claimed_ids {
-                if targets.contains_key(id) || act.actors.contains_key(id) {
+            // (The ids move rather than copy: at start they are every
+            // webhook's, 100,000 strings at a time.)
+            for Lease { webhook_id: id, .. } in claimed {
+                if targets.contains_key(&id) || act.actors.contains_key(&id) {
                     continue;
                 }
-                act.known_empty.insert(id.clone());
-                if unhanded.contains(id) {
+                if unhanded.contains(&id) {
                     woken.push(id.clone());
                 }
+                act.known_empty.insert(id);
             }
             let told = act.read_backlogs(&targets) + woken.len();
             act.wake(woken, ctx);
@@ -676,18 +677,27 @@ impl Dispatcher {
         let pool = self.pool.clone();
         let me = self.leases.owner.clone();
         let lease_ms = self.lease_ms();
+        // One copy of what is held (the ids go to the query by reference):
+        // with 100,000 leases every copy is megabytes, every renewal.
         let asked = self.held.clone();
-        let ids: Vec<String> = asked.keys().cloned().collect();
         let started = Instant::now();
         let renew = actix_web::web::block(move || {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            let _turn = pool.write_turn();
-            db::leases::renew(&mut conn, &me, &ids, lease_ms).map_err(|e| e.to_string())
+            let ids: Vec<&str> = asked.keys().map(String::as_str).collect();
+            let renewed = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
+                let _turn = pool.write_turn();
+                db::leases::renew(&mut conn, &me, &ids, lease_ms).map_err(|e| e.to_string())
+            });
+            drop(ids);
+            (asked, renewed)
         });
         ctx.spawn(renew.into_actor(self).map(move |res, act, _| {
             act.renewing = false;
-            match res {
-                Ok(Ok(still)) => {
+            let (asked, renewed) = match res {
+                Ok(done) => done,
+                Err(_) => return,
+            };
+            match renewed {
+                Ok(still) => {
                     act.validity.renewed(started);
                     for id in lease::lost(&asked, &still) {
                         // Unless it was taken again meanwhile.
@@ -701,11 +711,10 @@ impl Dispatcher {
                     }
                     act.publish_held();
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     crate::metrics::metrics().database_errors.inc();
                     log::warn!("could not renew webhook leases: {e}");
                 }
-                Err(_) => {}
             }
         }));
     }

@@ -140,12 +140,13 @@ pub fn claim(
                 ))
                 .execute(conn)?;
         }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         held_among(conn, me, &ids)
     })
 }
 
 /// The leases among `ids` that name `me`, with their epochs.
-fn held_among(conn: &mut DbConn, me: &str, ids: &[String]) -> QueryResult<Vec<Lease>> {
+fn held_among(conn: &mut DbConn, me: &str, ids: &[&str]) -> QueryResult<Vec<Lease>> {
     let mut held = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         let rows: Vec<(String, i64)> = webhook_leases::table
@@ -165,12 +166,7 @@ fn held_among(conn: &mut DbConn, me: &str, ids: &[String]) -> QueryResult<Vec<Le
 /// database's now, and only those (a row naming `me` that it does not hold
 /// lapses, and is claimed again); answers which of them still name `me`,
 /// with their epochs, for [`crate::lease::lost`] to judge.
-pub fn renew(
-    conn: &mut DbConn,
-    me: &str,
-    held: &[String],
-    lease_ms: i64,
-) -> QueryResult<Vec<Lease>> {
+pub fn renew(conn: &mut DbConn, me: &str, held: &[&str], lease_ms: i64) -> QueryResult<Vec<Lease>> {
     super::write_transaction(conn, |conn| {
         let now = db_now(conn)?;
         for chunk in held.chunks(CHUNK) {
