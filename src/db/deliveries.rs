@@ -329,9 +329,11 @@ fn last_outcomes(batch: &[(AttemptRow, AttemptOutcome)]) -> Vec<&(AttemptRow, At
 /// (id, status, attempts, next_attempt_at, last_status_code, last_error,
 /// delivered_at), joined to `deliveries` on its primary key. MySQL and
 /// MariaDB walk the derived rows and look each delivery up (`eq_ref`), so
-/// the cost is linear; the `UPDATE ... CASE id WHEN ...` this replaces
-/// scanned every `WHEN` for every row and column, and at 100 deliveries a
-/// statement took 10 ms of the server's CPU, the outcome writer's limit.
+/// the statement's own cost is linear; the `UPDATE ... CASE id WHEN ...`
+/// this replaces scanned every `WHEN` for every row and column (quadratic
+/// in the chunk). What remains, about 9 ms per 100 deliveries on MariaDB
+/// here, is InnoDB moving each row's entries in the indexes that hold its
+/// status (docs/benchmarks.md, session 7).
 /// Ids in a chunk are distinct ([`last_outcomes`]), so no row is joined
 /// twice. (Only MySQL runs it; its unit tests run in every build.)
 #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
