@@ -687,7 +687,6 @@ impl Dispatcher {
                 let _turn = pool.write_turn();
                 db::leases::renew(&mut conn, &me, &ids, lease_ms).map_err(|e| e.to_string())
             });
-            drop(ids);
             (asked, renewed)
         });
         ctx.spawn(renew.into_actor(self).map(move |res, act, _| {

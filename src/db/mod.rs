@@ -122,8 +122,8 @@ const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql
 // instead of an error. The outcomes of a round are a savepoint inside the
 // events' transaction (a bad outcome must not fail ingest), and SQLite
 // copies every page a savepoint changes into a sub-journal: in a temp file
-// by default, a write(2) per page, which was a fifth of the broker's CPU in
-// S5; in memory it is a memcpy.
+// by default, a write(2) per page, 12% of the S5 process's CPU; in memory
+// it is a memcpy.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA busy_timeout = 10000;
