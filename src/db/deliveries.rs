@@ -442,8 +442,11 @@ fn pending_after(
 /// reads on in the channel with this, so that a channel with a long queue
 /// (its receiver failing on its oldest event) cannot fill the webhook's
 /// share of memory and hold the other channels back. Walks
-/// `deliveries_pending_by_channel` (webhook, channel, seq of pending rows on
-/// SQLite; webhook, channel, status, seq on MySQL).
+/// `deliveries_pending_by_channel` on SQLite (webhook, channel, seq of
+/// pending rows) and `deliveries_by_channel_seq` on MySQL (webhook,
+/// channel, seq of every row): `after` is the last delivery the actor
+/// holds of the channel, and nothing past it has been sent, so the rows
+/// that MySQL's walk reads there are pending ones.
 pub fn read_channel_page(
     conn: &mut DbConn,
     webhook_id: &str,
