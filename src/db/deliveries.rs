@@ -331,9 +331,11 @@ fn last_outcomes(batch: &[(AttemptRow, AttemptOutcome)]) -> Vec<&(AttemptRow, At
 /// MariaDB walk the derived rows and look each delivery up (`eq_ref`), so
 /// the statement's own cost is linear; the `UPDATE ... CASE id WHEN ...`
 /// this replaces scanned every `WHEN` for every row and column (quadratic
-/// in the chunk). What remains, about 9 ms per 100 deliveries on MariaDB
-/// here, is InnoDB moving each row's entries in the indexes that hold its
-/// status (docs/benchmarks.md, session 7).
+/// in the chunk). Timed alone on MariaDB here, 1,000 deliveries take
+/// about 29 ms: a quarter of it is the entries moved in the two indexes
+/// that hold `status`, a quarter the derived table (one `WHERE id IN` of
+/// identical values takes 22 ms), the rest the rows themselves
+/// (docs/benchmarks.md, session 8).
 /// Ids in a chunk are distinct ([`last_outcomes`]), so no row is joined
 /// twice. (Only MySQL runs it; its unit tests run in every build.)
 #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
