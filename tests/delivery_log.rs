@@ -16,6 +16,7 @@ use webhook_broker::actors::janitor::{PruneNow, Pruned};
 use webhook_broker::db::models::{AttemptRow, DeliveryRow, EventRow};
 use webhook_broker::db::now_ms;
 use webhook_broker::db::schema::{deliveries, delivery_attempts, events};
+use webhook_broker::domain::DeliveryStatus;
 
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -973,9 +974,18 @@ async fn retention_prunes_succeeded_deliveries_and_orphaned_events_but_keeps_fai
 }
 
 fn old_succeeded_rows(app: &TestApp, n: usize) {
+    old_rows(app, 0, n, |_| DeliveryStatus::Succeeded);
+}
+
+/// `n` deliveries from 1970, numbered from `first` (the `i`th created at
+/// `1_000 + i` ms, with its own event and one attempt), each in the state
+/// `status(i)` says.
+fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> DeliveryStatus) {
     let mut conn = app.conn();
     conn.transaction(|conn| {
-        for i in 0..n {
+        for i in first..first + n {
+            let state = status(i);
+            let ok = state == DeliveryStatus::Succeeded;
             let event = EventRow {
                 id: format!("evt_ancient_{i:05}"),
                 app_id: "app_ancient".into(),
@@ -994,13 +1004,13 @@ fn old_succeeded_rows(app: &TestApp, n: usize) {
                 event_id: event.id.clone(),
                 webhook_id: "wh_ancient".into(),
                 channel_id: None,
-                status: webhook_broker::domain::DeliveryStatus::Succeeded,
+                status: state,
                 attempts: 1,
                 next_attempt_at: 1_000,
-                last_status_code: Some(200),
-                last_error: None,
+                last_status_code: Some(if ok { 200 } else { 500 }),
+                last_error: (!ok).then(|| "receiver answered HTTP 500".into()),
                 created_at: 1_000 + i as i64,
-                delivered_at: Some(1_001 + i as i64),
+                delivered_at: ok.then_some(1_001 + i as i64),
                 seq: 0,
             };
             diesel::insert_into(deliveries::table)
@@ -1011,8 +1021,8 @@ fn old_succeeded_rows(app: &TestApp, n: usize) {
                 attempt: 1,
                 at: 1_000,
                 duration_ms: 1,
-                status_code: Some(200),
-                error: None,
+                status_code: delivery.last_status_code,
+                error: delivery.last_error.clone(),
                 response_body: None,
             };
             diesel::insert_into(delivery_attempts::table)
@@ -1069,6 +1079,95 @@ async fn the_default_retention_prunes_only_history_older_than_30_days(store: Sto
     assert_eq!(row_counts(&app), (3, 3, 3));
 }
 
+async fn pruning_passes_thousands_of_kept_failed_rows_and_takes_every_old_success(store: Store) {
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    // The oldest 3,000 failed (kept for ever), then 1,200 where every
+    // third fails: the successes are more than two batches of 500, and
+    // the first of them lies behind six batches' worth of kept rows.
+    old_rows(&app, 0, 3_000, |_| DeliveryStatus::Failed);
+    let fails = |i: usize| i.is_multiple_of(3);
+    old_rows(&app, 3_000, 1_200, |i| {
+        if fails(i) {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Succeeded
+        }
+    });
+    assert_eq!(row_counts(&app), (4_200, 4_200, 4_200));
+    assert_eq!(
+        app.broker.janitor.send(PruneNow).await.unwrap().unwrap(),
+        Pruned {
+            deliveries: 800,
+            events: 800,
+            idempotency_keys: 0,
+        }
+    );
+    assert_eq!(row_counts(&app), (3_400, 3_400, 3_400));
+    let mut conn = app.conn();
+    let left: Vec<(String, DeliveryStatus)> = deliveries::table
+        .select((deliveries::id, deliveries::status))
+        .load(&mut *conn)
+        .unwrap();
+    assert!(left.iter().all(|(_, s)| *s == DeliveryStatus::Failed));
+    let kept: BTreeSet<String> = left.into_iter().map(|(id, _)| id).collect();
+    let expected: BTreeSet<String> = (0..4_200)
+        .filter(|&i| i < 3_000 || fails(i))
+        .map(|i| format!("msg_ancient_{i:05}"))
+        .collect();
+    assert_eq!(kept, expected);
+    drop(conn);
+    assert_eq!(
+        app.broker.janitor.send(PruneNow).await.unwrap().unwrap(),
+        Pruned::default()
+    );
+}
+
+async fn a_pruning_batch_resumes_past_the_kept_rows_it_walked(store: Store) {
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    old_rows(&app, 0, 2_000, |_| DeliveryStatus::Failed);
+    old_rows(&app, 2_000, 1_000, |_| DeliveryStatus::Succeeded);
+    let mut conn = app.conn();
+    let first =
+        webhook_broker::db::deliveries::prune_succeeded(&mut conn, i64::MIN, 1_000_000, 500)
+            .unwrap();
+    // The 500 oldest successes are 2,000..2,499, created at 1,000 + i.
+    assert_eq!(first.deleted, 500);
+    assert_eq!(first.resume_from, 1_000 + 2_499);
+    let second = webhook_broker::db::deliveries::prune_succeeded(
+        &mut conn,
+        first.resume_from,
+        1_000_000,
+        500,
+    )
+    .unwrap();
+    assert_eq!((second.deleted, second.resume_from), (500, 1_000 + 2_999));
+    let third = webhook_broker::db::deliveries::prune_succeeded(
+        &mut conn,
+        second.resume_from,
+        1_000_000,
+        500,
+    )
+    .unwrap();
+    assert_eq!((third.deleted, third.resume_from), (0, second.resume_from));
+    // Events: the first 2,000 are still referenced by failed deliveries.
+    let events =
+        webhook_broker::db::deliveries::prune_events(&mut conn, i64::MIN, 1_000_000, 600).unwrap();
+    assert_eq!((events.deleted, events.resume_from), (600, 1_000 + 2_599));
+    // Nothing at or after `before` goes.
+    let none = webhook_broker::db::deliveries::prune_events(
+        &mut conn,
+        events.resume_from,
+        1_000 + 2_600,
+        600,
+    )
+    .unwrap();
+    assert_eq!(none.deleted, 0);
+}
+
 on_both_stores!(
     the_log_lists_every_field_of_every_delivery_newest_first,
     the_log_is_paginated_and_filtered_by_status,
@@ -1082,4 +1181,6 @@ on_both_stores!(
     another_app_and_another_webhook_get_404_for_a_webhooks_deliveries,
     retention_prunes_succeeded_deliveries_and_orphaned_events_but_keeps_failed_and_pending,
     the_default_retention_prunes_only_history_older_than_30_days,
+    pruning_passes_thousands_of_kept_failed_rows_and_takes_every_old_success,
+    a_pruning_batch_resumes_past_the_kept_rows_it_walked,
 );

@@ -53,28 +53,32 @@ impl Janitor {
         let before = now_ms() - self.retention.as_millis() as i64;
         let work = actix_web::web::block(move || {
             let mut pruned = Pruned::default();
+            let mut from = i64::MIN;
             loop {
-                let n = {
+                let batch = {
                     let mut conn = pool.get()?;
                     // One writer at a time on SQLite, like every other.
                     let _turn = pool.write_turn();
-                    db::deliveries::prune_succeeded(&mut conn, before, BATCH)?
+                    db::deliveries::prune_succeeded(&mut conn, from, before, BATCH)?
                 };
-                pruned.deliveries += n;
-                if (n as i64) < BATCH {
+                pruned.deliveries += batch.deleted;
+                from = batch.resume_from;
+                if (batch.deleted as i64) < BATCH {
                     break;
                 }
                 std::thread::sleep(PAUSE);
             }
+            let mut from = i64::MIN;
             loop {
-                let n = {
+                let batch = {
                     let mut conn = pool.get()?;
                     // One writer at a time on SQLite, like every other.
                     let _turn = pool.write_turn();
-                    db::deliveries::prune_events(&mut conn, before, BATCH)?
+                    db::deliveries::prune_events(&mut conn, from, before, BATCH)?
                 };
-                pruned.events += n;
-                if (n as i64) < BATCH {
+                pruned.events += batch.deleted;
+                from = batch.resume_from;
+                if (batch.deleted as i64) < BATCH {
                     break;
                 }
                 std::thread::sleep(PAUSE);
