@@ -482,15 +482,18 @@ fn pending_after(
         q = q.filter(deliveries::channel_id.eq(channel_id));
     }
     q.filter(status_is(DeliveryStatus::Pending))
-        // Implied by the next filter, and what lets the walk start at the
-        // cursor: planners do not seek on the disjunction alone, and a page
-        // read every pending row of the webhook before the cursor again.
+        // With the next filter, `(seq, id) > (at, id)`. This one is what
+        // lets the walk start at the cursor: planners do not seek on the
+        // disjunction alone, and a page read every pending row of the
+        // webhook before the cursor again.
         .filter(deliveries::seq.ge(at))
-        .filter(
-            deliveries::seq
-                .gt(at)
-                .or(deliveries::seq.eq(at).and(deliveries::id.gt(id))),
-        )
+        // Not `seq = at AND id > id` on the right: MariaDB took that term
+        // for a second range, on `deliveries_by_seq`, and read the page as
+        // a sort-union of both indexes, every pending row of the webhook
+        // past the cursor, then sorted them (seen on the bench's tables;
+        // docs/benchmarks.md, session 10). `id > id` alone is no range
+        // worth merging.
+        .filter(deliveries::seq.gt(at).or(deliveries::id.gt(id)))
         .order((deliveries::seq, deliveries::id))
         .select(PendingDelivery::as_select())
         .limit(limit)
