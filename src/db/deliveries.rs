@@ -367,11 +367,10 @@ fn last_outcomes(batch: &[(AttemptRow, AttemptOutcome)]) -> Vec<&(AttemptRow, At
 /// MariaDB walk the derived rows and look each delivery up (`eq_ref`), so
 /// the statement's own cost is linear; the `UPDATE ... CASE id WHEN ...`
 /// this replaces scanned every `WHEN` for every row and column (quadratic
-/// in the chunk). Timed alone on MariaDB here, 1,000 deliveries take
-/// about 29 ms: a quarter of it is the entries moved in the two indexes
-/// that hold `status`, a quarter the derived table (one `WHERE id IN` of
-/// identical values takes 22 ms), the rest the rows themselves
-/// (docs/benchmarks.md, session 8).
+/// in the chunk). MariaDB materialises the derived table, a temporary
+/// table per statement: a quarter of the statement's cost timed alone
+/// (docs/benchmarks.md, session 8), which is why plain successes take the
+/// narrower [`success_update_sql`].
 /// Ids in a chunk are distinct ([`last_outcomes`]), so no row is joined
 /// twice. (Only MySQL runs it; its unit tests run in every build.)
 #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
@@ -395,8 +394,10 @@ fn outcome_update_sql(n: usize) -> String {
 /// The statement that gives each of `n` plain successes
 /// ([`is_plain_success`]) its outcome: [`outcome_update_sql`]'s join with
 /// a derived table of (id, attempts, at, last_status_code), the status and
-/// the empty error as constants: a smaller derived table, which is about a
-/// quarter of the wide statement's cost (docs/benchmarks.md, session 10).
+/// the empty error as constants: a smaller derived table, which MariaDB
+/// materialises for each statement. With `deliveries_due` gone too, the
+/// outcome writes timed alone went from 54 to 48 ms for 1,000 deliveries
+/// (docs/benchmarks.md, session 10).
 #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 fn success_update_sql(n: usize) -> String {
     let mut sql = String::with_capacity(400 + n * 30);
