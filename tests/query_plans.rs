@@ -458,7 +458,7 @@ mod on_mysql {
             &[("deliveries_by_created", &["created_at"])],
             Sorts::Never,
             |c| {
-                db::deliveries::prune_succeeded(c, 0, 10_000, 500).unwrap();
+                db::deliveries::prune_succeeded(c, 0, 2_000, 500).unwrap();
             },
         );
         assert_walks(
