@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::db::{self, now_ms, Pool};
+use diesel::QueryResult;
+
+use crate::db::deliveries::PrunedBatch;
+use crate::db::{self, now_ms, DbConn, Pool};
 use crate::error::BrokerError;
 
 /// Rows per pruning transaction.
@@ -26,6 +29,41 @@ const EVERY: Duration = Duration::from_secs(600);
 /// How long a registry change row is kept: far longer than any live
 /// instance takes to read it (a poll every 200 ms).
 pub const CHANGE_LOG_KEEP: Duration = Duration::from_secs(3600);
+
+/// Runs `batch` until one deletes fewer than [`BATCH`] rows, each batch in
+/// its own short transaction with a pause between, and returns how many
+/// rows went. `batch` is told where the pass has got to
+/// ([`PrunedBatch::resume_from`] of the batch before; `i64::MIN` at first).
+fn in_batches(
+    pool: &Pool,
+    mut batch: impl FnMut(&mut DbConn, i64) -> QueryResult<PrunedBatch>,
+) -> Result<usize, BrokerError> {
+    let mut from = i64::MIN;
+    let mut total = 0;
+    loop {
+        let done = {
+            let mut conn = pool.get()?;
+            // One writer at a time on SQLite, like every other.
+            let _turn = pool.write_turn();
+            batch(&mut conn, from)?
+        };
+        total += done.deleted;
+        from = done.resume_from;
+        if (done.deleted as i64) < BATCH {
+            return Ok(total);
+        }
+        std::thread::sleep(PAUSE);
+    }
+}
+
+/// A batch of a table pruned without a resume point: each batch starts
+/// from the start, where the rows it deletes were.
+fn from_the_start(deleted: usize) -> PrunedBatch {
+    PrunedBatch {
+        deleted,
+        resume_from: i64::MIN,
+    }
+}
 
 /// The janitor actor.
 pub struct Janitor {
@@ -52,75 +90,30 @@ impl Janitor {
         let pool = self.pool.clone();
         let before = now_ms() - self.retention.as_millis() as i64;
         let work = actix_web::web::block(move || {
-            let mut pruned = Pruned::default();
-            let mut from = i64::MIN;
-            loop {
-                let batch = {
-                    let mut conn = pool.get()?;
-                    // One writer at a time on SQLite, like every other.
-                    let _turn = pool.write_turn();
-                    db::deliveries::prune_succeeded(&mut conn, from, before, BATCH)?
-                };
-                pruned.deliveries += batch.deleted;
-                from = batch.resume_from;
-                if (batch.deleted as i64) < BATCH {
-                    break;
-                }
-                std::thread::sleep(PAUSE);
-            }
-            let mut from = i64::MIN;
-            loop {
-                let batch = {
-                    let mut conn = pool.get()?;
-                    // One writer at a time on SQLite, like every other.
-                    let _turn = pool.write_turn();
-                    db::deliveries::prune_events(&mut conn, from, before, BATCH)?
-                };
-                pruned.events += batch.deleted;
-                from = batch.resume_from;
-                if (batch.deleted as i64) < BATCH {
-                    break;
-                }
-                std::thread::sleep(PAUSE);
-            }
+            let deliveries = in_batches(&pool, |conn, from| {
+                db::deliveries::prune_succeeded(conn, from, before, BATCH)
+            })?;
+            let events = in_batches(&pool, |conn, from| {
+                db::deliveries::prune_events(conn, from, before, BATCH)
+            })?;
             let changes_before = now_ms() - CHANGE_LOG_KEEP.as_millis() as i64;
-            let mut changes = 0;
-            loop {
-                let n = {
-                    let mut conn = pool.get()?;
-                    // One writer at a time on SQLite, like every other.
-                    let _turn = pool.write_turn();
-                    db::changes::prune(&mut conn, changes_before, BATCH)?
-                };
-                changes += n;
-                if (n as i64) < BATCH {
-                    break;
-                }
-                std::thread::sleep(PAUSE);
-            }
+            let changes = in_batches(&pool, |conn, _| {
+                db::changes::prune(conn, changes_before, BATCH).map(from_the_start)
+            })?;
             if changes > 0 {
                 log::info!("pruned {changes} registry change rows");
             }
-            loop {
-                let n = {
-                    let mut conn = pool.get()?;
-                    // One writer at a time on SQLite, like every other.
-                    let _turn = pool.write_turn();
-                    db::idempotency::prune(&mut conn, now_ms(), BATCH)?
-                };
-                pruned.idempotency_keys += n;
-                if (n as i64) < BATCH {
-                    break;
-                }
-                std::thread::sleep(PAUSE);
+            let idempotency_keys = in_batches(&pool, |conn, _| {
+                db::idempotency::prune(conn, now_ms(), BATCH).map(from_the_start)
+            })?;
+            if idempotency_keys > 0 {
+                log::info!("pruned {idempotency_keys} expired idempotency keys");
             }
-            if pruned.idempotency_keys > 0 {
-                log::info!(
-                    "pruned {} expired idempotency keys",
-                    pruned.idempotency_keys
-                );
-            }
-            Ok::<_, BrokerError>(pruned)
+            Ok::<_, BrokerError>(Pruned {
+                deliveries,
+                events,
+                idempotency_keys,
+            })
         });
         Box::pin(work.into_actor(self).map(|res, act, _| {
             act.running = false;
