@@ -758,7 +758,11 @@ impl WebhookDelivery {
             }
             _ => None,
         };
-        let now = now_ms();
+        // When the attempt ended, by the same two readings its attempt row
+        // keeps (`at`, `duration_ms`): a success's row leaves the time out,
+        // and the log reads it back from the attempt
+        // (`db::deliveries::is_plain_success`).
+        let now = started_at + took.as_millis() as i64;
         let outcome = match verdict {
             Verdict::Succeeded => AttemptOutcome {
                 webhook_id: self.target.webhook_id.clone(),

@@ -199,14 +199,24 @@ fn write_attempts(conn: &mut DbConn, batch: &[(AttemptRow, AttemptOutcome)]) -> 
             .values(rows.clone())
             .execute(c))?;
         }
+        let (plain, other): (Vec<_>, Vec<_>) =
+            finals.iter().copied().partition(|r| is_plain_success(r));
+        for (attempt, ids) in successes_by_attempt(&plain) {
+            for chunk in ids.chunks(SUCCESS_CHUNK) {
+                diesel::update(deliveries::table.filter(deliveries::id.eq_any(chunk)))
+                    .set((
+                        deliveries::status.eq(DeliveryStatus::Succeeded),
+                        deliveries::attempts.eq(attempt),
+                        deliveries::last_status_code.eq(None::<i32>),
+                        deliveries::last_error.eq(None::<String>),
+                        deliveries::delivered_at.eq(None::<i64>),
+                    ))
+                    .execute(conn)?;
+            }
+        }
         match conn {
             #[cfg(feature = "mysql")]
             DbConn::Mysql(c) => {
-                let (plain, other): (Vec<_>, Vec<_>) =
-                    finals.iter().copied().partition(|r| is_plain_success(r));
-                for chunk in plain.chunks(OUTCOME_CHUNK) {
-                    update_successes_in_one(c, chunk)?;
-                }
                 for chunk in other.chunks(OUTCOME_CHUNK) {
                     update_outcomes_in_one(c, chunk)?;
                 }
@@ -215,7 +225,7 @@ fn write_attempts(conn: &mut DbConn, batch: &[(AttemptRow, AttemptOutcome)]) -> 
             // than one big statement, which SQLite's planner takes
             // quadratic time to compile.
             DbConn::Sqlite(c) => {
-                for (outcome, ids) in same_outcomes(&finals) {
+                for (outcome, ids) in same_outcomes(&other) {
                     let target = deliveries::table.filter(deliveries::id.eq_any(ids));
                     let set = (
                         deliveries::status.eq(outcome.status),
@@ -269,36 +279,38 @@ fn update_outcomes_in_one(
     q.execute(c)
 }
 
-#[cfg(feature = "mysql")]
-/// Gives each success of `chunk` ([`is_plain_success`]) its outcome with
-/// one statement, like [`update_outcomes_in_one`] with four values a
-/// delivery instead of seven.
-fn update_successes_in_one(
-    c: &mut diesel::MysqlConnection,
-    chunk: &[&(AttemptRow, AttemptOutcome)],
-) -> QueryResult<usize> {
-    let mut q = diesel::sql_query(success_update_sql(chunk.len())).into_boxed();
-    for (a, o) in chunk {
-        q = q
-            .bind::<Text, _>(&a.delivery_id)
-            .bind::<Integer, _>(a.attempt)
-            .bind::<BigInt, _>(o.next_attempt_at)
-            .bind::<Nullable<Integer>, _>(a.status_code);
-    }
-    q.execute(c)
-}
-
-/// Whether an outcome is a success whose row differs from every other
-/// success's only in its attempt count, time and status code: succeeded,
-/// no error, delivered when it was last tried. Under load nearly every
-/// outcome is one, and [`success_update_sql`] writes them with the rest of
-/// the row as constants.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+/// Whether an outcome is a plain success: succeeded, no error, delivered
+/// when its attempt ended (`at + duration_ms`). Under load nearly every
+/// outcome is one. Its row is written with constants only, its status and
+/// attempt count, and the time and HTTP status the log shows are read from
+/// the attempt itself ([`with_success_details`]), which the same
+/// transaction writes. So the successes of a round that share an attempt
+/// number are one `UPDATE ... WHERE id IN`, on both stores: timed alone on
+/// MariaDB, 38 ms for 1,000 against 52 ms for the join of a derived table
+/// of their values (docs/benchmarks.md, session 11).
 fn is_plain_success((a, o): &(AttemptRow, AttemptOutcome)) -> bool {
     o.status == DeliveryStatus::Succeeded
-        && o.delivered_at == Some(o.next_attempt_at)
         && a.error.is_none()
+        && o.delivered_at == Some(a.at + a.duration_ms)
 }
+
+/// The plain successes of `finals` by attempt number, in first-seen order.
+fn successes_by_attempt<'a>(
+    finals: &[&'a (AttemptRow, AttemptOutcome)],
+) -> Vec<(i32, Vec<&'a str>)> {
+    let mut groups: Vec<(i32, Vec<&'a str>)> = Vec::new();
+    for (a, _) in finals.iter().copied() {
+        match groups.iter_mut().find(|(n, _)| *n == a.attempt) {
+            Some((_, ids)) => ids.push(a.delivery_id.as_str()),
+            None => groups.push((a.attempt, vec![a.delivery_id.as_str()])),
+        }
+    }
+    groups
+}
+
+/// The most plain successes one `UPDATE ... WHERE id IN` carries: a bound
+/// on bound parameters (SQLite allows 32,766, MySQL 65,535).
+const SUCCESS_CHUNK: usize = 1000;
 
 /// What a delivery's row becomes after an attempt, minus its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -312,9 +324,8 @@ struct RowOutcome<'a> {
 }
 
 /// The deliveries of `finals` grouped by the identical row each must end
-/// with, in first-seen order: under load most attempts in a batch succeed
-/// within the same few milliseconds, so a few `UPDATE ... WHERE id IN`
-/// cover what would be a statement per delivery.
+/// with, in first-seen order: retries scheduled in the same millisecond,
+/// say, share one `UPDATE ... WHERE id IN`.
 fn same_outcomes<'a>(
     finals: &[&'a (AttemptRow, AttemptOutcome)],
 ) -> Vec<(RowOutcome<'a>, Vec<&'a str>)> {
@@ -369,8 +380,8 @@ fn last_outcomes(batch: &[(AttemptRow, AttemptOutcome)]) -> Vec<&(AttemptRow, At
 /// this replaces scanned every `WHEN` for every row and column (quadratic
 /// in the chunk). MariaDB materialises the derived table, a temporary
 /// table per statement: a quarter of the statement's cost timed alone
-/// (docs/benchmarks.md, session 8), which is why plain successes take the
-/// narrower [`success_update_sql`].
+/// (docs/benchmarks.md, session 8), which is why plain successes
+/// ([`is_plain_success`]) take an `UPDATE ... WHERE id IN` of constants.
 /// Ids in a chunk are distinct ([`last_outcomes`]), so no row is joined
 /// twice. (Only MySQL runs it; its unit tests run in every build.)
 #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
@@ -388,32 +399,6 @@ fn outcome_update_sql(n: usize) -> String {
          d.next_attempt_at = v.next_attempt_at, d.last_status_code = v.last_status_code, \
          d.last_error = v.last_error, d.delivered_at = v.delivered_at",
     );
-    sql
-}
-
-/// The statement that gives each of `n` plain successes
-/// ([`is_plain_success`]) its outcome: [`outcome_update_sql`]'s join with
-/// a derived table of (id, attempts, at, last_status_code), the status and
-/// the empty error as constants: a smaller derived table, which MariaDB
-/// materialises for each statement. With `deliveries_due` gone too, the
-/// outcome writes timed alone went from 54 to 48 ms for 1,000 deliveries
-/// (docs/benchmarks.md, session 10).
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-fn success_update_sql(n: usize) -> String {
-    let mut sql = String::with_capacity(400 + n * 30);
-    sql.push_str(
-        "UPDATE deliveries d JOIN (SELECT ? AS id, ? AS attempts, ? AS at, \
-         ? AS last_status_code",
-    );
-    for _ in 1..n {
-        sql.push_str(" UNION ALL SELECT ?, ?, ?, ?");
-    }
-    sql.push_str(&format!(
-        ") v ON d.id = v.id SET d.status = '{}', d.attempts = v.attempts, \
-         d.next_attempt_at = v.at, d.last_status_code = v.last_status_code, \
-         d.last_error = NULL, d.delivered_at = v.at",
-        DeliveryStatus::Succeeded.as_str()
-    ));
     sql
 }
 
@@ -667,13 +652,54 @@ pub fn page(
         }
         None => narrowed!(deliveries::table).count().get_result(conn)?,
     };
-    let data = rows
+    let mut data = rows
         .order((deliveries::created_at.desc(), deliveries::id.desc()))
         .offset(offset)
         .limit(limit)
         .select(LoggedDelivery::as_select())
         .load(conn)?;
+    with_success_details(conn, &mut data)?;
     Ok((data, total))
+}
+
+/// Fills in, for each plain success of `rows` ([`is_plain_success`]), the
+/// time and HTTP status its row leaves out: those of its last attempt,
+/// which ended when it was delivered. One query for a page, by the
+/// attempts' primary key.
+fn with_success_details(conn: &mut DbConn, rows: &mut [LoggedDelivery]) -> QueryResult<()> {
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| &r.delivery)
+        .filter(|d| d.status == DeliveryStatus::Succeeded && d.delivered_at.is_none())
+        .map(|d| d.id.as_str())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<(String, i32, i64, i64, Option<i32>)> = delivery_attempts::table
+        .filter(delivery_attempts::delivery_id.eq_any(&ids))
+        .select((
+            delivery_attempts::delivery_id,
+            delivery_attempts::attempt,
+            delivery_attempts::at,
+            delivery_attempts::duration_ms,
+            delivery_attempts::status_code,
+        ))
+        .load(conn)?;
+    let by_attempt: HashMap<(&str, i32), (i64, Option<i32>)> = found
+        .iter()
+        .map(|(id, n, at, took, code)| ((id.as_str(), *n), (at + took, *code)))
+        .collect();
+    for d in rows.iter_mut().map(|r| &mut r.delivery) {
+        if d.status != DeliveryStatus::Succeeded || d.delivered_at.is_some() {
+            continue;
+        }
+        if let Some(&(at, code)) = by_attempt.get(&(d.id.as_str(), d.attempts)) {
+            d.delivered_at = Some(at);
+            d.last_status_code = code;
+        }
+    }
+    Ok(())
 }
 
 /// What the API shows of a webhook's health beside its settings.
@@ -719,13 +745,15 @@ pub fn health(
 
 /// One delivery of a webhook with its event's name.
 pub fn find(conn: &mut DbConn, webhook_id: &str, id: &str) -> QueryResult<Option<LoggedDelivery>> {
-    deliveries::table
+    let mut found: Vec<LoggedDelivery> = deliveries::table
         .inner_join(events::table)
         .filter(deliveries::webhook_id.eq(webhook_id))
         .filter(deliveries::id.eq(id))
         .select(LoggedDelivery::as_select())
-        .first(conn)
-        .optional()
+        .limit(1)
+        .load(conn)?;
+    with_success_details(conn, &mut found)?;
+    Ok(found.pop())
 }
 
 /// The attempts of one delivery, first to last.
@@ -860,30 +888,18 @@ mod tests {
     }
 
     #[test]
-    fn the_success_update_binds_four_values_a_delivery_and_sets_the_rest_as_constants() {
-        for n in [1, 2, super::OUTCOME_CHUNK] {
-            let sql = super::success_update_sql(n);
-            assert_eq!(sql.matches('?').count(), 4 * n, "{n}");
-            assert_eq!(sql.matches("UNION ALL").count(), n - 1, "{n}");
-            assert!(sql.contains(") v ON d.id = v.id SET "), "{sql}");
-            assert!(sql.contains("d.status = 'succeeded'"), "{sql}");
-            assert!(sql.contains("d.last_error = NULL"), "{sql}");
-            assert!(sql.contains("d.delivered_at = v.at"), "{sql}");
-        }
-    }
-
-    #[test]
-    fn only_an_errorless_success_delivered_when_tried_takes_the_narrow_update() {
+    fn only_an_errorless_success_delivered_when_its_attempt_ended_is_plain() {
+        // `report` makes an attempt at 5 that took 1 ms.
         let (mut a, mut o) = report("msg_1", DeliveryStatus::Succeeded, 5);
-        o.next_attempt_at = 5;
-        o.delivered_at = Some(5);
+        o.delivered_at = Some(6);
         assert!(super::is_plain_success(&(a.clone(), o.clone())));
         a.error = Some("late".into());
         assert!(!super::is_plain_success(&(a.clone(), o.clone())));
         a.error = None;
-        o.delivered_at = Some(6);
-        assert!(!super::is_plain_success(&(a.clone(), o.clone())));
+        // Any other time must be stored: the attempt could not give it.
         o.delivered_at = Some(5);
+        assert!(!super::is_plain_success(&(a.clone(), o.clone())));
+        o.delivered_at = Some(6);
         for status in [DeliveryStatus::Pending, DeliveryStatus::Failed] {
             o.status = status;
             assert!(
@@ -891,6 +907,21 @@ mod tests {
                 "{status:?}"
             );
         }
+    }
+
+    #[test]
+    fn plain_successes_are_grouped_by_attempt_number_in_first_seen_order() {
+        let mut batch = [
+            report("a", DeliveryStatus::Succeeded, 5),
+            report("b", DeliveryStatus::Succeeded, 9),
+            report("c", DeliveryStatus::Succeeded, 7),
+        ];
+        batch[1].0.attempt = 3;
+        let finals: Vec<_> = batch.iter().collect();
+        assert_eq!(
+            successes_by_attempt(&finals),
+            vec![(1, vec!["a", "c"]), (3, vec!["b"])]
+        );
     }
 
     #[test]
