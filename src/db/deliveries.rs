@@ -221,9 +221,9 @@ fn write_attempts(conn: &mut DbConn, batch: &[(AttemptRow, AttemptOutcome)]) -> 
                     update_outcomes_in_one(c, chunk)?;
                 }
             }
-            // In process, a cached one-row statement per delivery is cheaper
-            // than one big statement, which SQLite's planner takes
-            // quadratic time to compile.
+            // An `UPDATE ... WHERE id IN` per group that ends alike: the
+            // derived-table join MySQL takes would be one big statement,
+            // which SQLite's planner takes quadratic time to compile.
             DbConn::Sqlite(c) => {
                 for (outcome, ids) in same_outcomes(&other) {
                     let target = deliveries::table.filter(deliveries::id.eq_any(ids));
