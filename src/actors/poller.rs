@@ -3,10 +3,13 @@
 //! [`PollChanges`] every [`POLL_EVERY`]; the registry then applies what other
 //! instances (or `webhook-broker apps create`) changed. One poll is in
 //! flight at a time: a tick that finds the last poll unanswered (a slow
-//! database) is skipped rather than queued behind it. After a failed poll
-//! (the database is down) it waits [`AFTER_FAILURE`] before the next, so
-//! the registry, which ingest also waits on, is not kept busy retrying;
-//! the failure is logged once, and the recovery too.
+//! database) is skipped rather than queued behind it. A failed poll is
+//! tried again at the next tick, since one failure is most often a
+//! connection that took too long to open on a busy host, and waiting then
+//! would break the 1 s coherence promise; failures in a row (the database
+//! is down) back off to [`AFTER_FAILURE`] between polls, so the registry,
+//! which ingest also waits on, is not kept busy retrying. The failure is
+//! logged once, and the recovery too.
 
 use std::time::{Duration, Instant};
 
@@ -14,13 +17,27 @@ use actix::prelude::*;
 
 use super::registry::{PollChanges, Registry, POLL_EVERY};
 
-/// The pause after a failed poll.
+/// The longest pause between polls while they keep failing.
 pub const AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// How long to wait, beyond the next tick, after `failures` polls in a row
+/// failed: nothing after the first, then doubling from a quarter second up
+/// to [`AFTER_FAILURE`].
+pub fn pause_after(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(250)
+            .saturating_mul(1 << (n - 2).min(16))
+            .min(AFTER_FAILURE),
+    }
+}
 
 /// The change poller actor.
 pub struct ChangePoller {
     registry: Addr<Registry>,
     polling: bool,
+    /// Polls failed since the last that succeeded.
+    failures: u32,
     /// Set after a failed poll: no poll before then.
     paused_until: Option<Instant>,
 }
@@ -31,6 +48,7 @@ impl ChangePoller {
         ChangePoller {
             registry,
             polling: false,
+            failures: 0,
             paused_until: None,
         }
     }
@@ -39,17 +57,20 @@ impl ChangePoller {
         self.polling = false;
         match failure {
             None => {
-                if self.paused_until.take().is_some() {
+                self.paused_until = None;
+                if std::mem::take(&mut self.failures) > 0 {
                     log::info!("the change log can be read again");
                 }
             }
             Some(why) => {
-                if self.paused_until.is_none() {
+                self.failures += 1;
+                if self.failures == 1 {
                     log::warn!(
-                        "could not read the change log (retrying every {AFTER_FAILURE:?}): {why}"
+                        "could not read the change log (retrying, at most {AFTER_FAILURE:?} \
+                         apart): {why}"
                     );
                 }
-                self.paused_until = Some(Instant::now() + AFTER_FAILURE);
+                self.paused_until = Some(Instant::now() + pause_after(self.failures));
             }
         }
     }
@@ -71,5 +92,24 @@ impl Actor for ChangePoller {
                 Err(e) => act.polled(Some(format!("the registry did not answer: {e}"))),
             }));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_failed_poll_is_retried_at_the_next_tick() {
+        assert_eq!(pause_after(1), Duration::ZERO);
+    }
+
+    #[test]
+    fn failures_in_a_row_back_off_to_the_longest_pause_and_stay_there() {
+        assert_eq!(pause_after(2), Duration::from_millis(250));
+        assert_eq!(pause_after(3), Duration::from_millis(500));
+        assert_eq!(pause_after(4), AFTER_FAILURE);
+        assert_eq!(pause_after(5), AFTER_FAILURE);
+        assert_eq!(pause_after(u32::MAX), AFTER_FAILURE);
     }
 }

@@ -171,6 +171,19 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the daemon warned about, which is most
+        // often why it failed (a timing miss says nothing by itself).
+        if std::thread::panicking() {
+            self.drain_lines();
+            let pid = self.child.id();
+            for line in self
+                .seen
+                .iter()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            {
+                eprintln!("daemon {pid}: {line}");
+            }
+        }
     }
 }
 
