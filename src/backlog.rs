@@ -22,6 +22,8 @@
 /// A position in sequence order: `(seq, delivery id)`.
 pub use crate::db::deliveries::Cursor;
 
+use std::collections::HashMap;
+
 /// The longest wait for an attempt over which a delivery keeps its body in
 /// memory. A channel whose head waits longer (a receiver down, retries an
 /// hour apart) holds only ids and times; each body is read again when its
@@ -179,10 +181,14 @@ pub const CHANNEL_HOLD: usize = 64;
 /// A clipped channel reads on when it holds this few.
 pub const CHANNEL_LOW: usize = CHANNEL_HOLD / 4;
 
+/// The most clipped channels one statement reads on in.
+pub const CHANNELS_PER_READ: usize = 500;
+
 /// A channel of which the actor holds only the start: every pending
 /// delivery of it up to `after` is held, none past it. Past it, the
-/// channel's deliveries are read from the database in pages of the channel
-/// alone ([`crate::db::deliveries::read_channel_page`]), in order; whatever
+/// channel's deliveries are read from the database in pages of clipped
+/// channels ([`crate::db::deliveries::read_channels_page`], see
+/// [`split_channels_page`]), in order; whatever
 /// of the channel the actor is handed meanwhile (at ingest, or in a page of
 /// the whole webhook) is left there, or kept aside while such a read is
 /// under way. The webhook's own window moves on past the channel.
@@ -242,6 +248,100 @@ impl Clip {
     pub fn read_failed(&mut self) {
         self.reading = false;
     }
+
+    /// The channel's last delivery in memory.
+    pub fn after(&self) -> &Cursor {
+        &self.after
+    }
+}
+
+/// How one clipped channel came out of a read of several at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelEnd {
+    /// Every pending delivery of the channel up to here is held now.
+    pub after: Cursor,
+    /// Whether more of it may wait in the database past `after`.
+    pub still_clipped: bool,
+}
+
+/// The rule for a page of several clipped channels read together, one walk
+/// of the webhook's pending deliveries in sequence order from the smallest
+/// of their clips, which serves a thousand clipped channels (a receiver back
+/// after an outage) in a few statements rather than a walk each. `rooms`
+/// holds each channel's clip and how many more of it may be held; `rows`
+/// are the page's `(channel, key)` in order; `full` is whether the page
+/// held as many rows as were asked for. Answers which rows to hold and how
+/// each channel ends.
+///
+/// The page is every pending row of these channels in its stretch, so for
+/// each channel the rows past its clip are the next of its queue: holding
+/// them in order until its room runs out keeps the held part a prefix.
+/// Rows at or before a channel's clip are already held (the walk starts at
+/// the smallest clip). A channel that ran out of room stays clipped at its
+/// last held row; one that did not holds everything of it up to the page's
+/// end, which after a short page is everything there was.
+pub fn split_channels_page<'a>(
+    rooms: &HashMap<String, (Cursor, usize)>,
+    rows: impl IntoIterator<Item = (&'a str, &'a Cursor)>,
+    full: bool,
+) -> (Vec<bool>, HashMap<String, ChannelEnd>) {
+    struct State {
+        after: Cursor,
+        room: usize,
+        filled: bool,
+    }
+    let mut state: HashMap<&str, State> = rooms
+        .iter()
+        .map(|(c, (after, room))| {
+            let s = State {
+                after: after.clone(),
+                room: *room,
+                filled: false,
+            };
+            (c.as_str(), s)
+        })
+        .collect();
+    let mut last: Option<&Cursor> = None;
+    let take = rows
+        .into_iter()
+        .map(|(channel, key)| {
+            last = Some(key);
+            let Some(s) = state.get_mut(channel) else {
+                return false;
+            };
+            if s.filled || key <= &s.after {
+                return false;
+            }
+            if s.room == 0 {
+                s.filled = true;
+                return false;
+            }
+            s.room -= 1;
+            s.after = key.clone();
+            true
+        })
+        .collect();
+    let ends = state
+        .into_iter()
+        .map(|(channel, s)| {
+            let end = if s.filled {
+                ChannelEnd {
+                    after: s.after,
+                    still_clipped: true,
+                }
+            } else {
+                ChannelEnd {
+                    after: match last {
+                        Some(last) if full && last > &s.after => last.clone(),
+                        _ => s.after,
+                    },
+                    still_clipped: full,
+                }
+            };
+            (channel.to_owned(), end)
+        })
+        .collect();
+    (take, ends)
 }
 
 /// How many more deliveries an actor holding `held` may take into memory,
@@ -381,6 +481,117 @@ mod tests {
         assert_eq!(c.start_read(), key(8));
         // A short one: everything of the channel is in memory now.
         assert!(!c.read(Some(key(9)), false));
+    }
+
+    fn rooms(of: &[(&str, i64, usize)]) -> HashMap<String, (Cursor, usize)> {
+        of.iter()
+            .map(|(c, at, room)| (c.to_string(), (key(*at), *room)))
+            .collect()
+    }
+
+    #[test]
+    fn a_page_of_several_channels_holds_each_ones_rows_past_its_clip() {
+        let rooms = rooms(&[("a", 1, 10), ("b", 4, 10)]);
+        let rows = [("a", key(2)), ("b", key(3)), ("b", key(5)), ("a", key(6))];
+        let (take, ends) = split_channels_page(&rooms, rows.iter().map(|(c, k)| (*c, k)), false);
+        // b's row 3 is at or before its clip: held already.
+        assert_eq!(take, [true, false, true, true]);
+        assert_eq!(
+            ends["a"],
+            ChannelEnd {
+                after: key(6),
+                still_clipped: false
+            }
+        );
+        assert_eq!(
+            ends["b"],
+            ChannelEnd {
+                after: key(5),
+                still_clipped: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_channel_out_of_room_stays_clipped_at_its_last_held_row() {
+        let rooms = rooms(&[("a", 0, 2), ("b", 0, 10)]);
+        let rows = [
+            ("a", key(1)),
+            ("a", key(2)),
+            ("b", key(3)),
+            ("a", key(4)),
+            ("a", key(5)),
+        ];
+        let (take, ends) = split_channels_page(&rooms, rows.iter().map(|(c, k)| (*c, k)), false);
+        assert_eq!(take, [true, true, true, false, false]);
+        // Even after a short page: a's row 4 is in the database only.
+        assert_eq!(
+            ends["a"],
+            ChannelEnd {
+                after: key(2),
+                still_clipped: true
+            }
+        );
+        assert_eq!(
+            ends["b"],
+            ChannelEnd {
+                after: key(3),
+                still_clipped: false
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_full_page_a_channel_with_room_is_held_up_to_the_pages_end() {
+        let rooms = rooms(&[("a", 0, 10), ("b", 0, 10), ("c", 9, 10)]);
+        let rows = [("a", key(1)), ("b", key(2)), ("a", key(3))];
+        let (take, ends) = split_channels_page(&rooms, rows.iter().map(|(c, k)| (*c, k)), true);
+        assert_eq!(take, [true, true, true]);
+        // b has nothing between its row 2 and the page's end at 3.
+        assert_eq!(
+            ends["a"],
+            ChannelEnd {
+                after: key(3),
+                still_clipped: true
+            }
+        );
+        assert_eq!(
+            ends["b"],
+            ChannelEnd {
+                after: key(3),
+                still_clipped: true
+            }
+        );
+        // c's clip lies past the page: untouched, and it reads on from there.
+        assert_eq!(
+            ends["c"],
+            ChannelEnd {
+                after: key(9),
+                still_clipped: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_page_unclips_every_channel_asked_for() {
+        let rooms = rooms(&[("a", 3, 10), ("b", 7, 0)]);
+        let (take, ends) = split_channels_page(&rooms, [], false);
+        assert!(take.is_empty());
+        assert_eq!(
+            ends["a"],
+            ChannelEnd {
+                after: key(3),
+                still_clipped: false
+            }
+        );
+        // No room, but nothing of it came back either: all of it is held.
+        assert_eq!(
+            ends["b"],
+            ChannelEnd {
+                after: key(7),
+                still_clipped: false
+            }
+        );
     }
 
     #[test]

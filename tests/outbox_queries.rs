@@ -538,40 +538,50 @@ fn sequence_numbers_follow_the_order_of_commits(store: Store) {
     assert_eq!(page.len(), 1);
 }
 
-fn a_channel_page_reads_on_in_one_channel_only(store: Store) {
-    let Some(outbox) = outbox(store, 6) else {
+fn a_channel_page_reads_on_in_the_channels_asked_for_only(store: Store) {
+    let Some(outbox) = outbox(store, 8) else {
         return;
     };
     let mut conn = outbox.pool.get().unwrap();
-    for (ids, channel) in [(vec!["d0", "d2", "d4"], "a"), (vec!["d1", "d3"], "b")] {
+    for (ids, channel) in [
+        (vec!["d0", "d2", "d4"], "a"),
+        (vec!["d1", "d3"], "b"),
+        (vec!["d5", "d6", "d7"], "c"),
+    ] {
         diesel::update(deliveries::table.filter(deliveries::id.eq_any(ids)))
             .set(deliveries::channel_id.eq(channel))
             .execute(&mut conn)
             .unwrap();
     }
-    let ids = |conn: &mut DbConn, channel: &str, after: (i64, &str), limit: i64| -> Vec<String> {
+    let ids = |conn: &mut DbConn, channels: &[&str], after: (i64, &str), limit: i64| {
         let after = (after.0, after.1.to_owned());
-        db::deliveries::read_channel_page(conn, &outbox.webhook_id, channel, &after, limit)
+        db::deliveries::read_channels_page(conn, &outbox.webhook_id, channels, &after, limit)
             .unwrap()
             .into_iter()
             .map(|p| {
                 assert_eq!(p.payload, "{}", "each row comes with its body");
                 p.delivery.id
             })
-            .collect()
+            .collect::<Vec<String>>()
     };
-    assert_eq!(ids(&mut conn, "a", (i64::MIN, ""), 2), ["d0", "d2"]);
-    assert_eq!(ids(&mut conn, "a", (1, "d2"), 10), ["d4"]);
-    assert_eq!(ids(&mut conn, "a", (1, "d4"), 10), Vec::<String>::new());
-    assert_eq!(ids(&mut conn, "b", (i64::MIN, ""), 10), ["d1", "d3"]);
+    assert_eq!(ids(&mut conn, &["a"], (i64::MIN, ""), 2), ["d0", "d2"]);
+    assert_eq!(ids(&mut conn, &["a"], (1, "d2"), 10), ["d4"]);
+    assert_eq!(ids(&mut conn, &["a"], (1, "d4"), 10), Vec::<String>::new());
+    assert_eq!(ids(&mut conn, &["b"], (i64::MIN, ""), 10), ["d1", "d3"]);
+    // Several channels at once, in sequence order, past the cursor.
+    assert_eq!(
+        ids(&mut conn, &["a", "c"], (1, "d2"), 10),
+        ["d4", "d5", "d6", "d7"]
+    );
+    assert_eq!(ids(&mut conn, &["c", "b"], (1, "d3"), 2), ["d5", "d6"]);
     // Only pending deliveries: a finished one is not read again.
     diesel::update(deliveries::table.find("d3"))
         .set(deliveries::status.eq(DeliveryStatus::Succeeded))
         .execute(&mut conn)
         .unwrap();
-    assert_eq!(ids(&mut conn, "b", (i64::MIN, ""), 10), ["d1"]);
+    assert_eq!(ids(&mut conn, &["b"], (i64::MIN, ""), 10), ["d1"]);
     assert_eq!(
-        ids(&mut conn, "c", (i64::MIN, ""), 10),
+        ids(&mut conn, &["z"], (i64::MIN, ""), 10),
         Vec::<String>::new()
     );
 }
@@ -615,7 +625,7 @@ fn the_claim_finds_which_webhooks_have_pending_deliveries_beyond_one_statement(s
 
 on_both_stores_sync!(
     the_claim_finds_which_webhooks_have_pending_deliveries_beyond_one_statement,
-    a_channel_page_reads_on_in_one_channel_only,
+    a_channel_page_reads_on_in_the_channels_asked_for_only,
     an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner,
     leases_are_shared_out_renewed_and_given_back_beyond_one_statement,
     sequence_numbers_follow_the_order_of_commits,

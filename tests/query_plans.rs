@@ -115,9 +115,9 @@ fn each_outbox_query_on_sqlite_walks_its_own_index() {
     assert_walks(
         conn,
         "a channel page",
-        "deliveries_pending_by_channel (webhook_id=? AND channel_id=? AND seq>?)",
+        "deliveries_pending_by_webhook (webhook_id=? AND seq>?)",
         |c| {
-            db::deliveries::read_channel_page(c, "wh_a", "ch-1", &after, 64).unwrap();
+            db::deliveries::read_channels_page(c, "wh_a", &["ch-1", "ch-2"], &after, 64).unwrap();
         },
     );
     assert_walks(
@@ -406,12 +406,13 @@ mod on_mysql {
             conn,
             "a channel page",
             &[(
-                "deliveries_by_channel_seq",
-                &["webhook_id", "channel_id", "seq"],
+                "deliveries_pending_by_webhook",
+                &["webhook_id", "status", "seq"],
             )],
             Sorts::Never,
             |c| {
-                db::deliveries::read_channel_page(c, "wh_a", "ch-10", &after, 64).unwrap();
+                db::deliveries::read_channels_page(c, "wh_a", &["ch-10", "ch-11"], &after, 64)
+                    .unwrap();
             },
         );
         assert_walks(

@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::recorder::{Record, Recorder, Unwritten};
 use super::registry::{DeliveryFailed, DeliveryTarget, DisableWebhook, Registry};
-use crate::backlog::{Admit, AfterPage, Clip, Cursor, Window, CHANNEL_HOLD, CHANNEL_LOW};
+use crate::backlog::{
+    split_channels_page, Admit, AfterPage, Clip, Cursor, Window, CHANNELS_PER_READ, CHANNEL_HOLD,
+    CHANNEL_LOW,
+};
 use crate::db::deliveries::{AttemptOutcome, PendingDelivery};
 use crate::db::models::{AttemptRow, DeliveryRow};
 use crate::db::{self, now_ms, Pool};
@@ -170,9 +173,12 @@ pub struct WebhookDelivery {
     /// their own; what of them arrives during such a read waits here.
     clipped: HashMap<String, Clip>,
     clipped_aside: HashMap<String, Vec<DeliveryJob>>,
-    /// Clipped channels due a read that had to wait (for memory, or after
-    /// a failed read); the page timer tries them again.
+    /// Clipped channels due a read: they hold few of their deliveries and
+    /// wait for the read under way, for memory, or after a failed read
+    /// (then the page timer tries them again).
     clipped_due: HashSet<String>,
+    /// Whether a read of clipped channels is under way.
+    reading_channels: bool,
     held: HashSet<String>,
     /// The last deliveries this actor finished, newest last: a page or a
     /// hand-off can bring one back before its outcome is written (with
@@ -223,6 +229,7 @@ impl WebhookDelivery {
             clipped: HashMap::new(),
             clipped_aside: HashMap::new(),
             clipped_due: HashSet::new(),
+            reading_channels: false,
             held: HashSet::new(),
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
@@ -339,75 +346,143 @@ impl WebhookDelivery {
         ctx.run_later(PAGE_RETRY, |act, ctx| {
             act.page_timer = false;
             act.read_page_if_due(ctx);
-            for channel in std::mem::take(&mut act.clipped_due) {
-                act.read_channel_if_due(&channel, ctx);
-            }
+            act.read_channels_if_due(ctx);
         });
     }
 
-    /// Reads on in a clipped channel once it holds few of its deliveries.
-    fn read_channel_if_due(&mut self, channel: &str, ctx: &mut Context<Self>) {
+    /// Marks a clipped channel due a read once it holds few of its
+    /// deliveries.
+    fn note_channel_due(&mut self, channel: &str) {
         let queued = self.channels.get(channel).map_or(0, |q| q.jobs.len());
-        let Some(clip) = self.clipped.get_mut(channel) else {
-            return;
-        };
-        if self.draining || clip.is_reading() || queued > CHANNEL_LOW {
+        if self
+            .clipped
+            .get(channel)
+            .is_some_and(|clip| !clip.is_reading() && queued <= CHANNEL_LOW)
+        {
+            self.clipped_due.insert(channel.to_owned());
+        }
+    }
+
+    /// Reads on in the clipped channels that are due, together, one read at
+    /// a time ([`crate::backlog::split_channels_page`]).
+    fn read_channels_if_due(&mut self, ctx: &mut Context<Self>) {
+        if self.draining || self.reading_channels || self.clipped_due.is_empty() {
             return;
         }
-        let limit = self
-            .outbox
-            .allowance(self.held.len())
-            .min(CHANNEL_HOLD - queued);
+        let mut rooms: HashMap<String, (Cursor, usize)> = HashMap::new();
+        let due: Vec<String> = self.clipped_due.iter().cloned().collect();
+        for channel in due {
+            if rooms.len() >= CHANNELS_PER_READ {
+                break;
+            }
+            let queued = self.channels.get(&channel).map_or(0, |q| q.jobs.len());
+            match self.clipped.get(&channel) {
+                Some(clip) if !clip.is_reading() && queued <= CHANNEL_LOW => {
+                    let room = CHANNEL_HOLD - queued;
+                    rooms.insert(channel, (clip.after().clone(), room));
+                }
+                _ => {
+                    self.clipped_due.remove(&channel);
+                }
+            }
+        }
+        let wanted: usize = rooms.values().map(|(_, room)| room).sum();
+        let limit = self.outbox.allowance(self.held.len()).min(wanted).min(PAGE);
+        if rooms.is_empty() {
+            return;
+        }
         if limit == 0 {
-            self.clipped_due.insert(channel.to_owned());
             self.retry_page_later(ctx);
             return;
         }
-        let after = clip.start_read();
+        let mut from: Option<Cursor> = None;
+        for channel in rooms.keys() {
+            self.clipped_due.remove(channel);
+            if let Some(clip) = self.clipped.get_mut(channel) {
+                let after = clip.start_read();
+                if from.as_ref().is_none_or(|f| &after < f) {
+                    from = Some(after);
+                }
+            }
+        }
+        let Some(from) = from else {
+            return;
+        };
+        self.reading_channels = true;
         let webhook_id = self.target.webhook_id.clone();
-        let channel = channel.to_owned();
-        let channel_id = channel.clone();
+        let channel_ids: Vec<String> = rooms.keys().cloned().collect();
         let read = move |conn: &mut db::DbConn| {
-            db::deliveries::read_channel_page(conn, &webhook_id, &channel_id, &after, limit as i64)
+            let ids: Vec<&str> = channel_ids.iter().map(String::as_str).collect();
+            db::deliveries::read_channels_page(conn, &webhook_id, &ids, &from, limit as i64)
         };
         self.read_rows(limit, read, ctx, move |res, act, ctx| {
-            let aside = act.clipped_aside.remove(&channel).unwrap_or_default();
-            let Some(clip) = act.clipped.get_mut(&channel) else {
-                return;
-            };
+            act.reading_channels = false;
+            let mut aside: HashMap<String, Vec<DeliveryJob>> = rooms
+                .keys()
+                .filter_map(|c| act.clipped_aside.remove(c).map(|jobs| (c.clone(), jobs)))
+                .collect();
             let page: Vec<PendingDelivery> = match res {
                 Ok(page) => page,
                 Err(e) => {
                     log::warn!(
-                        "could not read on in a channel of webhook {}: {e}",
+                        "could not read on in {} clipped channels of webhook {}: {e}",
+                        rooms.len(),
                         act.target.webhook_id
                     );
-                    // What was kept aside is in the database, past the clip.
-                    clip.read_failed();
-                    act.clipped_due.insert(channel);
+                    // What was kept aside is in the database, past the clips.
+                    for channel in rooms.keys() {
+                        if let Some(clip) = act.clipped.get_mut(channel) {
+                            clip.read_failed();
+                            act.clipped_due.insert(channel.clone());
+                        }
+                    }
                     act.retry_page_later(ctx);
                     return;
                 }
             };
             let full = page.len() >= limit;
-            let last = page.last().map(|p| (p.delivery.seq, p.delivery.id.clone()));
-            let still = clip.read(last, full);
-            if !still {
-                act.clipped.remove(&channel);
+            let keys: Vec<Cursor> = page
+                .iter()
+                .map(|p| (p.delivery.seq, p.delivery.id.clone()))
+                .collect();
+            let (take, ends) = split_channels_page(
+                &rooms,
+                page.iter()
+                    .zip(&keys)
+                    .map(|(p, key)| (p.delivery.channel_id.as_deref().unwrap_or(""), key)),
+                full,
+            );
+            let mut unclipped = Vec::new();
+            for (channel, end) in ends {
+                let Some(clip) = act.clipped.get_mut(&channel) else {
+                    continue;
+                };
+                if !clip.read(Some(end.after), end.still_clipped) {
+                    act.clipped.remove(&channel);
+                    unclipped.push(channel);
+                }
             }
-            for PendingDelivery {
-                delivery: row,
-                payload: body,
-            } in page
-            {
-                act.hold(DeliveryJob::of_row(row, Bytes::from(body)), ctx);
+            for (row, take) in page.into_iter().zip(take) {
+                if take {
+                    let PendingDelivery {
+                        delivery: row,
+                        payload: body,
+                    } = row;
+                    act.hold(DeliveryJob::of_row(row, Bytes::from(body)), ctx);
+                }
             }
-            if !still {
-                for job in aside {
+            // The read took in everything of these channels that was there:
+            // what was kept aside came after it. Of the others, what was
+            // kept aside is in the database past their clips.
+            for channel in unclipped {
+                for job in aside.remove(&channel).unwrap_or_default() {
                     act.accept(job, ctx);
                 }
             }
-            act.read_channel_if_due(&channel, ctx);
+            for channel in rooms.keys() {
+                act.note_channel_due(channel);
+            }
+            act.read_channels_if_due(ctx);
         });
     }
 
@@ -507,7 +582,8 @@ impl WebhookDelivery {
             }
             let channel = channel.clone();
             self.activate(&channel, ctx);
-            self.read_channel_if_due(&channel, ctx);
+            self.note_channel_due(&channel);
+            self.read_channels_if_due(ctx);
         }
         self.read_page_if_due(ctx);
     }

@@ -451,12 +451,12 @@ pub fn read_page(
     pending_after(conn, webhook_id, None, after, limit)
 }
 
-/// Up to `limit` pending deliveries of a webhook (of one channel, or all)
-/// after `(seq, id)`, in sequence order, with their bodies.
+/// Up to `limit` pending deliveries of a webhook (of some channels, or
+/// all) after `(seq, id)`, in sequence order, with their bodies.
 fn pending_after(
     conn: &mut DbConn,
     webhook_id: &str,
-    channel_id: Option<&str>,
+    channel_ids: Option<&[&str]>,
     (at, id): (i64, &str),
     limit: i64,
 ) -> QueryResult<Vec<PendingDelivery>> {
@@ -464,8 +464,8 @@ fn pending_after(
         .inner_join(events::table)
         .filter(deliveries::webhook_id.eq(webhook_id))
         .into_boxed();
-    if let Some(channel_id) = channel_id {
-        q = q.filter(deliveries::channel_id.eq(channel_id));
+    if let Some(channel_ids) = channel_ids {
+        q = q.filter(deliveries::channel_id.eq_any(channel_ids));
     }
     q.filter(status_is(DeliveryStatus::Pending))
         // With the next filter, `(seq, id) > (at, id)`. This one is what
@@ -486,27 +486,32 @@ fn pending_after(
         .load(conn)
 }
 
-/// One page of one channel's backlog for a webhook: up to `limit` pending
-/// deliveries of `channel_id` after `after`, in sequence order, with their
-/// bodies. A delivery actor holds at most
+/// One page of several channels' backlogs for a webhook: up to `limit`
+/// pending deliveries of `channel_ids` after `after`, in sequence order,
+/// with their bodies. A delivery actor holds at most
 /// [`crate::backlog::CHANNEL_HOLD`] deliveries of a channel; past that it
 /// reads on in the channel with this, so that a channel with a long queue
 /// (its receiver failing on its oldest event) cannot fill the webhook's
-/// share of memory and hold the other channels back. Walks
-/// `deliveries_pending_by_channel` on SQLite (webhook, channel, seq of
-/// pending rows) and `deliveries_by_channel_seq` on MySQL (webhook,
-/// channel, seq of every row): `after` is the last delivery the actor
-/// holds of the channel, and nothing past it has been sent, so the rows
-/// that MySQL's walk reads there are pending ones.
-pub fn read_channel_page(
+/// share of memory and hold the other channels back. It reads the clipped
+/// channels that are due together, from the smallest of their clips
+/// ([`crate::backlog::split_channels_page`]). It walks the same index as a
+/// webhook page, `deliveries_pending_by_webhook`, checking each row's
+/// channel: a channel index would be written on every insert, one entry
+/// per delivery scattered over every channel of the commit (a third of the
+/// insert's time on MariaDB, docs/benchmarks.md, session 12), for pages
+/// that only a clipped channel reads. The walk reads the pending rows of
+/// the stretch whatever their channel; those are few unless the whole
+/// webhook is backlogged, and then the channels are clipped together and
+/// one walk serves them all.
+pub fn read_channels_page(
     conn: &mut DbConn,
     webhook_id: &str,
-    channel_id: &str,
+    channel_ids: &[&str],
     after: &Cursor,
     limit: i64,
 ) -> QueryResult<Vec<PendingDelivery>> {
     let after = (after.0, after.1.as_str());
-    pending_after(conn, webhook_id, Some(channel_id), after, limit)
+    pending_after(conn, webhook_id, Some(channel_ids), after, limit)
 }
 
 /// Which of `webhook_ids` have a pending delivery: a probe of
