@@ -144,7 +144,7 @@ async fn one_stuck_channel_does_not_keep_the_other_channels_of_its_webhook_waiti
         &tries[..tries.len().min(5)]
     );
 
-    // Unstuck: the whole channel follows, read on in pages of its own, in
+    // Unstuck: the whole channel follows, read on in channel pages, in
     // order and each event once.
     stuck.store(false, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -170,7 +170,8 @@ pub struct WebhookDelivery {
     page_timer: bool,
     channels: HashMap<String, ChannelQueue>,
     /// Channels held only up to a point ([`Clip`]), read on in pages of
-    /// their own; what of them arrives during such a read waits here.
+    /// the clipped channels; what of them arrives during such a read waits
+    /// here.
     clipped: HashMap<String, Clip>,
     clipped_aside: HashMap<String, Vec<DeliveryJob>>,
     /// Clipped channels due a read: they hold few of their deliveries and
