@@ -387,28 +387,22 @@ impl WebhookDelivery {
                 }
             }
         }
+        // The walk starts at the smallest clip.
+        let Some(from) = rooms.values().map(|(after, _)| after).min().cloned() else {
+            return;
+        };
         let wanted: usize = rooms.values().map(|(_, room)| room).sum();
         let limit = self.outbox.allowance(self.held.len()).min(wanted).min(PAGE);
-        if rooms.is_empty() {
-            return;
-        }
         if limit == 0 {
             self.retry_page_later(ctx);
             return;
         }
-        let mut from: Option<Cursor> = None;
         for channel in rooms.keys() {
             self.clipped_due.remove(channel);
             if let Some(clip) = self.clipped.get_mut(channel) {
-                let after = clip.start_read();
-                if from.as_ref().is_none_or(|f| &after < f) {
-                    from = Some(after);
-                }
+                clip.start_read();
             }
         }
-        let Some(from) = from else {
-            return;
-        };
         self.reading_channels = true;
         let webhook_id = self.target.webhook_id.clone();
         let channel_ids: Vec<String> = rooms.keys().cloned().collect();

@@ -298,12 +298,23 @@ fn is_plain_success((a, o): &(AttemptRow, AttemptOutcome)) -> bool {
 fn successes_by_attempt<'a>(
     finals: &[&'a (AttemptRow, AttemptOutcome)],
 ) -> Vec<(i32, Vec<&'a str>)> {
-    let mut groups: Vec<(i32, Vec<&'a str>)> = Vec::new();
-    for (a, _) in finals.iter().copied() {
-        match groups.iter_mut().find(|(n, _)| *n == a.attempt) {
-            Some((_, ids)) => ids.push(a.delivery_id.as_str()),
-            None => groups.push((a.attempt, vec![a.delivery_id.as_str()])),
-        }
+    grouped_in_order(finals, |a, _| a.attempt)
+}
+
+/// The delivery ids of `finals` grouped by `key`, groups and ids in
+/// first-seen order.
+fn grouped_in_order<'a, K: std::hash::Hash + Eq + Copy>(
+    finals: &[&'a (AttemptRow, AttemptOutcome)],
+    key: impl Fn(&'a AttemptRow, &'a AttemptOutcome) -> K,
+) -> Vec<(K, Vec<&'a str>)> {
+    let mut groups: Vec<(K, Vec<&'a str>)> = Vec::new();
+    let mut index: HashMap<K, usize> = HashMap::new();
+    for (a, o) in finals.iter().copied() {
+        let at = *index.entry(key(a, o)).or_insert_with_key(|k| {
+            groups.push((*k, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(a.delivery_id.as_str());
     }
     groups
 }
@@ -329,24 +340,14 @@ struct RowOutcome<'a> {
 fn same_outcomes<'a>(
     finals: &[&'a (AttemptRow, AttemptOutcome)],
 ) -> Vec<(RowOutcome<'a>, Vec<&'a str>)> {
-    let mut groups: Vec<(RowOutcome<'a>, Vec<&'a str>)> = Vec::new();
-    let mut index: HashMap<RowOutcome<'a>, usize> = HashMap::new();
-    for (a, o) in finals.iter().copied() {
-        let key = RowOutcome {
-            status: o.status,
-            attempt: a.attempt,
-            next_attempt_at: o.next_attempt_at,
-            status_code: a.status_code,
-            error: a.error.as_deref(),
-            delivered_at: o.delivered_at,
-        };
-        let at = *index.entry(key).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
-        groups[at].1.push(a.delivery_id.as_str());
-    }
-    groups
+    grouped_in_order(finals, |a, o| RowOutcome {
+        status: o.status,
+        attempt: a.attempt,
+        next_attempt_at: o.next_attempt_at,
+        status_code: a.status_code,
+        error: a.error.as_deref(),
+        delivered_at: o.delivered_at,
+    })
 }
 
 /// The most deliveries one outcome `UPDATE` changes: a bound on the
@@ -672,10 +673,13 @@ pub fn page(
 /// which ended when it was delivered. One query for a page, by the
 /// attempts' primary key.
 fn with_success_details(conn: &mut DbConn, rows: &mut [LoggedDelivery]) -> QueryResult<()> {
+    // A success stored without its time is a plain one.
+    let lacks_details =
+        |d: &DeliveryRow| d.status == DeliveryStatus::Succeeded && d.delivered_at.is_none();
     let ids: Vec<&str> = rows
         .iter()
         .map(|r| &r.delivery)
-        .filter(|d| d.status == DeliveryStatus::Succeeded && d.delivered_at.is_none())
+        .filter(|d| lacks_details(d))
         .map(|d| d.id.as_str())
         .collect();
     if ids.is_empty() {
@@ -696,7 +700,7 @@ fn with_success_details(conn: &mut DbConn, rows: &mut [LoggedDelivery]) -> Query
         .map(|(id, n, at, took, code)| ((id.as_str(), *n), (at + took, *code)))
         .collect();
     for d in rows.iter_mut().map(|r| &mut r.delivery) {
-        if d.status != DeliveryStatus::Succeeded || d.delivered_at.is_some() {
+        if !lacks_details(d) {
             continue;
         }
         if let Some(&(at, code)) = by_attempt.get(&(d.id.as_str(), d.attempts)) {
