@@ -593,24 +593,7 @@ on_both_stores_sync!(an_app_created_by_the_cli_authenticates_on_a_running_daemon
 
 /// A webhook row as the broker would write it, for `app_id`.
 fn webhook_row(app_id: &str, uri: &str) -> WebhookRow {
-    let now = db::now_ms();
-    WebhookRow {
-        id: db::new_id("wh"),
-        app_id: app_id.to_owned(),
-        uri: uri.to_owned(),
-        events: "channel_live".into(),
-        secret: webhook_broker::signature::generate_secret(),
-        status: webhook_broker::domain::WebhookStatus::Enabled,
-        disabled_reason: None,
-        disabled_at: None,
-        created_at: now,
-        updated_at: now,
-        previous_secret: None,
-        previous_secret_expires_at: None,
-        headers: "{}".into(),
-        rate_limit: None,
-        max_concurrency: 32,
-    }
+    common::webhook_row(&db::new_id("wh"), app_id, uri, "channel_live")
 }
 
 /// Writes `n` webhooks for `app_id` in one transaction (so the poller meets

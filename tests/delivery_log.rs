@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use common::{assert_error, Answer, Received, Receiver, Reply, Store, TestApp, TestDb};
 use webhook_broker::actors::janitor::{PruneNow, Pruned};
 use webhook_broker::db::models::{AttemptRow, DeliveryRow, EventRow};
-use webhook_broker::db::now_ms;
 use webhook_broker::db::schema::{deliveries, delivery_attempts, events};
+use webhook_broker::db::{now_ms, DbConn};
 use webhook_broker::domain::DeliveryStatus;
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -978,8 +978,8 @@ fn old_succeeded_rows(app: &TestApp, n: usize) {
 }
 
 /// `n` deliveries from 1970, numbered from `first` (the `i`th created at
-/// `1_000 + i` ms, with its own event and one attempt), each in the state
-/// `status(i)` says.
+/// `1_000 + i` ms with sequence number `i + 1`, with its own event and one
+/// attempt), each in the state `status(i)` says.
 fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> DeliveryStatus) {
     let mut conn = app.conn();
     conn.transaction(|conn| {
@@ -994,7 +994,7 @@ fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> Del
                 event_time: 1_000,
                 payload: "{}".into(),
                 created_at: 1_000 + i as i64,
-                seq: 0,
+                seq: i as i64 + 1,
             };
             diesel::insert_into(events::table)
                 .values(&event)
@@ -1011,7 +1011,7 @@ fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> Del
                 last_error: (!ok).then(|| "receiver answered HTTP 500".into()),
                 created_at: 1_000 + i as i64,
                 delivered_at: ok.then_some(1_001 + i as i64),
-                seq: 0,
+                seq: i as i64 + 1,
             };
             diesel::insert_into(deliveries::table)
                 .values(&delivery)
@@ -1134,9 +1134,9 @@ async fn a_pruning_batch_resumes_past_the_kept_rows_it_walked(store: Store) {
     let first =
         webhook_broker::db::deliveries::prune_succeeded(&mut conn, i64::MIN, 1_000_000, 500)
             .unwrap();
-    // The 500 oldest successes are 2,000..2,499, created at 1,000 + i.
+    // The 500 oldest successes are 2,000..2,499, numbered i + 1.
     assert_eq!(first.deleted, 500);
-    assert_eq!(first.resume_from, 1_000 + 2_499);
+    assert_eq!(first.resume_from, 2_500);
     let second = webhook_broker::db::deliveries::prune_succeeded(
         &mut conn,
         first.resume_from,
@@ -1144,7 +1144,7 @@ async fn a_pruning_batch_resumes_past_the_kept_rows_it_walked(store: Store) {
         500,
     )
     .unwrap();
-    assert_eq!((second.deleted, second.resume_from), (500, 1_000 + 2_999));
+    assert_eq!((second.deleted, second.resume_from), (500, 3_000));
     let third = webhook_broker::db::deliveries::prune_succeeded(
         &mut conn,
         second.resume_from,
@@ -1168,6 +1168,71 @@ async fn a_pruning_batch_resumes_past_the_kept_rows_it_walked(store: Store) {
     assert_eq!(none.deleted, 0);
 }
 
+/// Pruning goes by age, in sequence order, as far as the newest event
+/// older than the limit. A delivery sent again by hand takes a new number
+/// and keeps its age: it waits until an event numbered after it is old
+/// too, a retention period after it was sent again.
+async fn pruning_goes_by_age_and_looks_as_far_as_the_newest_old_event(store: Store) {
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    old_succeeded_rows(&app, 10);
+    let mut conn = app.conn();
+    let renumber = |conn: &mut DbConn, id: &str, seq: i64| {
+        diesel::update(deliveries::table.find(id))
+            .set(deliveries::seq.eq(seq))
+            .execute(conn)
+            .unwrap();
+    };
+    // Sent again by hand: numbered after every event.
+    renumber(&mut conn, "msg_ancient_00002", 100);
+    // Numbered among the old ones, but younger than the limit below.
+    renumber(&mut conn, "msg_ancient_00008", 1);
+    let left = |conn: &mut DbConn| -> Vec<String> {
+        deliveries::table
+            .order(deliveries::id)
+            .select(deliveries::id)
+            .load(conn)
+            .unwrap()
+    };
+    let ids = |is: &[usize]| -> Vec<String> {
+        is.iter().map(|i| format!("msg_ancient_{i:05}")).collect()
+    };
+
+    let first =
+        webhook_broker::db::deliveries::prune_succeeded(&mut conn, i64::MIN, 1_000 + 5, 500)
+            .unwrap();
+    assert_eq!(first.deleted, 4);
+    assert_eq!(left(&mut conn), ids(&[2, 5, 6, 7, 8, 9]));
+
+    // Nothing newer than its own number is old yet: it waits.
+    let second =
+        webhook_broker::db::deliveries::prune_succeeded(&mut conn, i64::MIN, 1_000_000, 500)
+            .unwrap();
+    assert_eq!(second.deleted, 5);
+    assert_eq!(left(&mut conn), ids(&[2]));
+
+    // An event numbered after it grows old: it goes.
+    diesel::insert_into(events::table)
+        .values(&EventRow {
+            id: "evt_later".into(),
+            app_id: "app_ancient".into(),
+            event: "channel_live".into(),
+            channel_id: None,
+            event_time: 1_500,
+            payload: "{}".into(),
+            created_at: 1_500,
+            seq: 101,
+        })
+        .execute(&mut *conn)
+        .unwrap();
+    let third =
+        webhook_broker::db::deliveries::prune_succeeded(&mut conn, i64::MIN, 1_000_000, 500)
+            .unwrap();
+    assert_eq!((third.deleted, third.resume_from), (1, 100));
+    assert!(left(&mut conn).is_empty());
+}
+
 on_both_stores!(
     the_log_lists_every_field_of_every_delivery_newest_first,
     the_log_is_paginated_and_filtered_by_status,
@@ -1183,4 +1248,5 @@ on_both_stores!(
     the_default_retention_prunes_only_history_older_than_30_days,
     pruning_passes_thousands_of_kept_failed_rows_and_takes_every_old_success,
     a_pruning_batch_resumes_past_the_kept_rows_it_walked,
+    pruning_goes_by_age_and_looks_as_far_as_the_newest_old_event,
 );

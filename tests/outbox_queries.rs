@@ -5,12 +5,14 @@
 
 mod common;
 
+use std::collections::HashSet;
+
 use diesel::prelude::*;
 use webhook_broker::db::deliveries::{record_attempts, AttemptOutcome, NewEvent};
 use webhook_broker::db::models::{AttemptRow, DeliveryRow, EventRow, WebhookRow};
 use webhook_broker::db::schema::{deliveries, delivery_attempts, webhook_leases, webhooks};
 use webhook_broker::db::{self, DbConn};
-use webhook_broker::domain::{DeliveryStatus, WebhookStatus};
+use webhook_broker::domain::DeliveryStatus;
 
 use common::{Store, TestDb};
 
@@ -26,23 +28,7 @@ struct Outbox {
 
 /// An enabled webhook `id` of app `app_id`.
 fn webhook_row(id: &str, app_id: &str) -> WebhookRow {
-    WebhookRow {
-        id: id.into(),
-        app_id: app_id.into(),
-        uri: "https://example.com/hook".into(),
-        events: "channel_live".into(),
-        secret: "whsec_test".into(),
-        status: WebhookStatus::Enabled,
-        disabled_reason: None,
-        disabled_at: None,
-        created_at: 1,
-        updated_at: 1,
-        previous_secret: None,
-        previous_secret_expires_at: None,
-        headers: "{}".into(),
-        rate_limit: None,
-        max_concurrency: 32,
-    }
+    common::webhook_row(id, app_id, "https://example.com/hook", "channel_live")
 }
 
 /// Stores one event of `app_id` with `deliveries` as
@@ -623,8 +609,102 @@ fn the_claim_finds_which_webhooks_have_pending_deliveries_beyond_one_statement(s
         .is_empty());
 }
 
+/// A restart of an instance that held 11,000 leases (more than two claim
+/// rounds of 5,000, and many statements of 500 ids): the start-up claim
+/// first takes only the webhooks with deliveries pending, of its own and
+/// (up to its share) of the free ones, never one another live instance
+/// holds; the round after takes the rest of its own back, each lease once.
+fn the_start_up_claim_takes_the_webhooks_with_work_first_and_its_other_leases_after(store: Store) {
+    let Some(test_db) = TestDb::new(store) else {
+        return;
+    };
+    let pool = db::open(&test_db.url).expect("open store");
+    let mut conn = pool.get().unwrap();
+    let app = db::apps::create(&mut conn, "many".into()).unwrap();
+    let id = |i: usize| format!("wh_{i:05}");
+    conn.transaction(|conn| {
+        for i in 0..12_000 {
+            db::webhooks::insert(conn, &webhook_row(&id(i), &app.row.id))?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+    let lease = 60_000;
+    let first = db::leases::claim(&mut conn, "broker-c", lease, 11_000, false).unwrap();
+    assert_eq!(first.len(), 11_000);
+    let own: HashSet<String> = first.iter().map(|l| l.webhook_id.clone()).collect();
+    let free: Vec<String> = (0..12_000).map(id).filter(|w| !own.contains(w)).collect();
+    let other = db::leases::claim(&mut conn, "broker-x", lease, 1, false).unwrap();
+    assert_eq!(other.len(), 1);
+    let others = other[0].webhook_id.clone();
+    let free: Vec<String> = free.into_iter().filter(|w| *w != others).collect();
+    let mut own_sorted: Vec<&String> = own.iter().collect();
+    own_sorted.sort();
+    let own_with_work: Vec<String> = [0, 5_000, 10_999]
+        .iter()
+        .map(|&k| own_sorted[k].clone())
+        .collect();
+    let free_with_work = [free[0].clone(), free[500].clone()];
+    let mut pending = own_with_work.clone();
+    pending.extend(free_with_work.iter().cloned());
+    pending.push(others.clone());
+    let mut rows: Vec<(String, String, DeliveryStatus)> = pending
+        .iter()
+        .enumerate()
+        .map(|(k, w)| (format!("d{k}"), w.clone(), DeliveryStatus::Pending))
+        .collect();
+    // Only history: no work.
+    rows.push((
+        "done".into(),
+        own_sorted[1].clone(),
+        DeliveryStatus::Succeeded,
+    ));
+    store_event(&mut conn, &app.row.id, rows);
+
+    let taken = db::leases::claim_with_pending(&mut conn, "broker-c", lease, 1).unwrap();
+    let taken_ids: HashSet<String> = taken.iter().map(|l| l.webhook_id.clone()).collect();
+    assert_eq!(
+        taken.len(),
+        4,
+        "three of its own and one free: {taken_ids:?}"
+    );
+    assert!(own_with_work.iter().all(|w| taken_ids.contains(w)));
+    assert_eq!(
+        free_with_work
+            .iter()
+            .filter(|w| taken_ids.contains(*w))
+            .count(),
+        1,
+        "its share of the free ones was one"
+    );
+    assert!(!taken_ids.contains(&others), "another instance holds it");
+    assert!(taken
+        .iter()
+        .filter(|l| own.contains(&l.webhook_id))
+        .all(|l| l.epoch == 2));
+
+    let rest = db::leases::claim_own_rest(&mut conn, "broker-c", lease, &taken_ids, || ()).unwrap();
+    assert_eq!(rest.len(), 11_000 - 3);
+    assert!(rest
+        .iter()
+        .all(|l| !taken_ids.contains(&l.webhook_id) && l.epoch == 2));
+    let owned: i64 = webhook_leases::table
+        .filter(webhook_leases::owner.eq("broker-c"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(owned, 11_001);
+    let owner_of_others: Option<String> = webhook_leases::table
+        .find(&others)
+        .select(webhook_leases::owner)
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(owner_of_others.as_deref(), Some("broker-x"));
+}
+
 on_both_stores_sync!(
     the_claim_finds_which_webhooks_have_pending_deliveries_beyond_one_statement,
+    the_start_up_claim_takes_the_webhooks_with_work_first_and_its_other_leases_after,
     a_channel_page_reads_on_in_the_channels_asked_for_only,
     an_outcome_made_under_a_lost_lease_never_overwrites_the_new_owner,
     leases_are_shared_out_renewed_and_given_back_beyond_one_statement,

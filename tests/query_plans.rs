@@ -152,10 +152,18 @@ fn each_outbox_query_on_sqlite_walks_its_own_index() {
             db::deliveries::failed_since(c, "wh_a", 0).unwrap();
         },
     );
+    // Pruning reads deliveries only as far as an event older than its
+    // limit: one, numbered 7.
+    diesel::sql_query(
+        "INSERT INTO events (id, app_id, event, channel_id, event_time, payload, created_at, seq) \
+         VALUES ('evt_old', 'app_a', 'channel_live', NULL, 1, '{}', 1, 7)",
+    )
+    .execute(conn)
+    .unwrap();
     assert_walks(
         conn,
         "pruning",
-        "deliveries_succeeded_by_created (created_at>? AND created_at<?)",
+        "deliveries_succeeded_by_seq (seq>? AND seq<?)",
         |c| {
             db::deliveries::prune_succeeded(c, 0, 1_000, 500).unwrap();
         },
@@ -456,7 +464,7 @@ mod on_mysql {
         assert_walks(
             conn,
             "pruning",
-            &[("deliveries_by_created", &["created_at"])],
+            &[("deliveries_by_seq", &["seq"])],
             Sorts::Never,
             |c| {
                 db::deliveries::prune_succeeded(c, 0, 2_000, 500).unwrap();

@@ -54,23 +54,13 @@ pub fn sqlite_with_webhooks(
         }
         let mut rows = Vec::with_capacity(1000);
         for i in 0..n_webhooks {
-            rows.push(WebhookRow {
-                id: db::new_id("wh"),
-                app_id: app_rows[i % n_apps].id.clone(),
-                uri: uri(i),
-                events: events.clone(),
-                secret: webhook_broker::signature::generate_secret(),
-                status: webhook_broker::domain::WebhookStatus::Enabled,
-                disabled_reason: None,
-                disabled_at: None,
-                created_at: now,
-                updated_at: now,
-                previous_secret: None,
-                previous_secret_expires_at: None,
-                headers: "{}".into(),
-                rate_limit: None,
-                max_concurrency: 32,
-            });
+            rows.push(WebhookRow::enabled(
+                &db::new_id("wh"),
+                &app_rows[i % n_apps].id,
+                &uri(i),
+                &events,
+                now,
+            ));
             // 15 columns x 1000 rows stays under SQLite's 32766 variables.
             if rows.len() == 1000 || i + 1 == n_webhooks {
                 diesel::insert_into(webhooks::table)

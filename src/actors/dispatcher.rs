@@ -62,6 +62,12 @@ pub struct LeaseConfig {
     pub lease: Duration,
 }
 
+/// A start with at most this many webhooks takes every lease it is owed
+/// before it serves (on SQLite, 10,000 lease rows written in about 40 ms);
+/// with more, it takes those with deliveries pending first and the rest
+/// right after (`db::leases::claim_with_pending`).
+pub const START_ALL: usize = 10_000;
+
 /// How often a claim round runs: often enough that a lapsed lease is taken
 /// over well within a lease period, and a new webhook gets an owner
 /// quickly; at most every second, since a round costs a few small queries.
@@ -111,6 +117,10 @@ pub struct Dispatcher {
     /// yet): a webhook claimed in that round may have them pending.
     unhanded: HashSet<String>,
     claim_again: bool,
+    /// The leases this instance held before a restart that the start-up
+    /// claim has not taken back yet (it takes those with work pending
+    /// first, the rest in the round after).
+    own_left: bool,
     /// A clean stop waiting for the claim round under way: its leases (and
     /// its census row) must be committed before they are all given back.
     claim_waiters: Vec<oneshot::Sender<()>>,
@@ -163,6 +173,7 @@ impl Dispatcher {
             known_empty: HashSet::new(),
             unhanded: HashSet::new(),
             claim_again: false,
+            own_left: true,
             claim_waiters: Vec::new(),
             validity,
             covered: 0,
@@ -484,7 +495,21 @@ impl Dispatcher {
         }
         self.claiming = true;
         self.unhanded.clear();
+        // With more than START_ALL webhooks, the start-up claim takes,
+        // before the first event, only the leases whose webhooks have
+        // deliveries pending; the next round takes the rest of this
+        // instance's old leases, and its share of the free ones, in rounds
+        // of CLAIM_ROUND while it already serves. (An event reaching one of
+        // those idle webhooks in between is read back from the database
+        // once its lease is taken: right, but a read per webhook, which is
+        // why a start with fewer takes everything first.)
         let starting = !self.started;
+        let own_rest = self.started && self.own_left;
+        let held_now: HashSet<String> = if own_rest {
+            self.held.keys().cloned().collect()
+        } else {
+            HashSet::new()
+        };
         let pool = self.pool.clone();
         let registry = self.registry.clone();
         let me = self.leases.owner.clone();
@@ -493,36 +518,79 @@ impl Dispatcher {
         let first_lease = self.held.is_empty();
         let work = async move {
             let started = Instant::now();
-            let (claimed, plan, seq, pending) = actix_web::web::block(move || {
+            let (claimed, plan, seq, pending, staged) = actix_web::web::block(move || {
                 let mut conn = pool.get()?;
-                let _turn = pool.write_turn();
                 let seq = if starting {
-                    db::leases::add_missing(&mut conn)?;
                     Some(db::leases::current_sequence(&mut conn)?)
                 } else {
                     None
                 };
-                let census = db::leases::census(&mut conn, &me, lease_ms)?;
-                let plan = lease::plan(holding, census.webhooks, census.live, census.free);
-                let claimed = match plan {
-                    Plan::Claim(n) if n > 0 || starting => {
-                        db::leases::claim(&mut conn, &me, lease_ms, n, starting)?
+                let staged = starting && db::leases::webhook_count(&mut conn)? > START_ALL;
+                if starting && !staged {
+                    let _turn = pool.write_turn();
+                    db::leases::add_missing(&mut conn)?;
+                }
+                let mut claimed = Vec::new();
+                if own_rest {
+                    {
+                        let _turn = pool.write_turn();
+                        db::leases::add_missing(&mut conn)?;
                     }
-                    _ => Vec::new(),
+                    claimed =
+                        db::leases::claim_own_rest(&mut conn, &me, lease_ms, &held_now, || {
+                            pool.write_turn()
+                        })?;
+                }
+                let census = {
+                    let _turn = pool.write_turn();
+                    db::leases::census(&mut conn, &me, lease_ms)?
                 };
+                let plan = lease::plan(
+                    holding + claimed.len(),
+                    census.webhooks,
+                    census.live,
+                    census.free,
+                );
+                match plan {
+                    Plan::Claim(n) if staged => {
+                        let _turn = pool.write_turn();
+                        claimed = db::leases::claim_with_pending(&mut conn, &me, lease_ms, n)?;
+                    }
+                    Plan::Claim(n) if starting => {
+                        let _turn = pool.write_turn();
+                        claimed = db::leases::claim(&mut conn, &me, lease_ms, n, true)?;
+                    }
+                    Plan::Claim(mut left) => {
+                        while left > 0 {
+                            let ask = left.min(db::leases::CLAIM_ROUND);
+                            let got = {
+                                let _turn = pool.write_turn();
+                                db::leases::claim(&mut conn, &me, lease_ms, ask, false)?
+                            };
+                            let short = got.len() < ask;
+                            left = left.saturating_sub(got.len());
+                            claimed.extend(got);
+                            if short {
+                                break;
+                            }
+                        }
+                    }
+                    Plan::Shed(_) => {}
+                }
                 let claimed_in = started.elapsed();
                 let ids: Vec<&str> = claimed.iter().map(|l| l.webhook_id.as_str()).collect();
                 let pending = db::deliveries::webhooks_with_pending(&mut conn, &ids)?;
-                if starting {
+                if starting || own_rest {
                     log::info!(
-                        "start-up claim: {} leases in {claimed_in:?}, {} of them with deliveries \
+                        "start-up claim{}: {} leases in {claimed_in:?}, {} of them with deliveries \
                          pending, found in {:?}",
+                        if starting { "" } else { ", the rest" },
                         claimed.len(),
                         pending.len(),
                         started.elapsed() - claimed_in
                     );
                 }
-                Ok::<_, BrokerError>((claimed, plan, seq, pending))
+                Ok::<_, BrokerError>((claimed, plan, seq, pending, staged))
             })
             .await??;
             // Only those with work waiting need their targets now.
@@ -536,7 +604,7 @@ impl Dispatcher {
             } else {
                 registry.send(Targets { webhook_ids: ids }).await?
             };
-            Ok::<_, BrokerError>((claimed, plan, seq, targets, started))
+            Ok::<_, BrokerError>((claimed, plan, seq, targets, started, staged))
         };
         Box::pin(work.into_actor(self).map(move |res, act, ctx| {
             act.claiming = false;
@@ -545,11 +613,10 @@ impl Dispatcher {
             }
             // The next round, if one was asked for, starts once this one's
             // hand-over bookkeeping is done.
-            let again = std::mem::take(&mut act.claim_again);
-            let (claimed, plan, seq, targets, started) = match res {
+            let (claimed, plan, seq, targets, started, staged) = match res {
                 Ok(done) => done,
                 Err(e) => {
-                    if again {
+                    if std::mem::take(&mut act.claim_again) {
                         act.claim_in_background(ctx);
                     }
                     return Err(e);
@@ -557,6 +624,12 @@ impl Dispatcher {
             };
             if let Some(seq) = seq {
                 act.covered = act.covered.max(seq);
+            }
+            if staged {
+                // The rest of the start-up claim, at once.
+                act.claim_again = true;
+            } else if own_rest || seq.is_some() {
+                act.own_left = false;
             }
             act.started = true;
             if first_lease && !claimed.is_empty() {
@@ -597,7 +670,7 @@ impl Dispatcher {
             if let Plan::Shed(k) = plan {
                 act.give_back_some(k, ctx);
             }
-            if again {
+            if std::mem::take(&mut act.claim_again) {
                 act.claim_in_background(ctx);
             }
             Ok(n)
@@ -683,9 +756,19 @@ impl Dispatcher {
         let started = Instant::now();
         let renew = actix_web::web::block(move || {
             let ids: Vec<&str> = asked.keys().map(String::as_str).collect();
+            // In rounds, each its own transaction: renewing 100,000 leases
+            // at once held SQLite's writer (and, on MySQL, the lease rows
+            // every outcome write locks) for a third of a second.
             let renewed = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
-                let _turn = pool.write_turn();
-                db::leases::renew(&mut conn, &me, &ids, lease_ms).map_err(|e| e.to_string())
+                let mut still = Vec::with_capacity(ids.len());
+                for round in ids.chunks(db::leases::CLAIM_ROUND) {
+                    let _turn = pool.write_turn();
+                    still.extend(
+                        db::leases::renew(&mut conn, &me, round, lease_ms)
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(still)
             });
             (asked, renewed)
         });

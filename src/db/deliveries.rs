@@ -799,40 +799,61 @@ pub fn last_success(conn: &mut DbConn, webhook_id: &str) -> QueryResult<Option<i
 pub struct PrunedBatch {
     /// How many rows went.
     pub deleted: usize,
-    /// Where the next batch of the same pass starts: the age of the last
-    /// row this one deleted. The rows a pass keeps (failed and pending
-    /// deliveries, events they refer to) sit among the oldest for ever, and
-    /// a batch that walked from the start each time would read all of them
-    /// again, batch after batch; from here, a pass reads each kept row
-    /// about once.
+    /// Where the next batch of the same pass starts: for deliveries the
+    /// sequence number, for events the age, of the last row this one
+    /// deleted. The rows a pass keeps (failed and pending deliveries,
+    /// events they refer to) sit among the oldest for ever, and a batch
+    /// that walked from the start each time would read all of them again,
+    /// batch after batch; from here, a pass reads each kept row about once.
     pub resume_from: i64,
 }
 
-/// Deletes up to `limit` of the oldest succeeded deliveries created in
-/// `[from, before)`, with their attempts. It walks the deliveries by age
-/// (`deliveries_by_created` on MySQL, `deliveries_succeeded_by_created`,
-/// succeeded rows only, on SQLite), so on MySQL it reads the kept rows it
-/// passes as well, and `from` is what keeps a pass from reading them again.
+/// Deletes up to `limit` of the oldest succeeded deliveries created before
+/// `before`, numbered from `from` on, with their attempts. It walks the
+/// deliveries in sequence order (`deliveries_by_seq` on MySQL,
+/// `deliveries_succeeded_by_seq`, succeeded rows only, on SQLite), up to
+/// the number of the newest event created before `before`; so on MySQL it
+/// reads the kept rows it passes as well, and `from` is what keeps a pass
+/// from reading them again.
+///
+/// Sequence numbers follow commit order and ages follow the instances'
+/// clocks, so the two agree only roughly: `created_at < before` decides
+/// what goes, and the walk's end only decides how far one pass looks. A
+/// success numbered past that end although older (an instance whose clock
+/// was ahead) waits for a later pass, whose end has moved on.
 pub fn prune_succeeded(
     conn: &mut DbConn,
     from: i64,
     before: i64,
     limit: i64,
 ) -> QueryResult<PrunedBatch> {
+    let nothing = PrunedBatch {
+        deleted: 0,
+        resume_from: from,
+    };
     super::write_transaction(conn, |conn| {
+        let Some(end) = events::table
+            .filter(events::created_at.lt(before))
+            .order(events::created_at.desc())
+            .select(events::seq)
+            .first::<i64>(conn)
+            .optional()?
+        else {
+            return Ok(nothing);
+        };
+        // `>=`: a batch may end inside one event's deliveries (one per
+        // webhook, all with its number).
         let rows: Vec<(String, i64)> = deliveries::table
             .filter(status_is(DeliveryStatus::Succeeded))
-            .filter(deliveries::created_at.ge(from))
+            .filter(deliveries::seq.ge(from))
+            .filter(deliveries::seq.le(end))
             .filter(deliveries::created_at.lt(before))
-            .order(deliveries::created_at)
-            .select((deliveries::id, deliveries::created_at))
+            .order(deliveries::seq)
+            .select((deliveries::id, deliveries::seq))
             .limit(limit)
             .load(conn)?;
         let Some(&(_, last)) = rows.last() else {
-            return Ok(PrunedBatch {
-                deleted: 0,
-                resume_from: from,
-            });
+            return Ok(nothing);
         };
         let ids: Vec<String> = rows.into_iter().map(|(id, _)| id).collect();
         diesel::delete(

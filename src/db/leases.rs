@@ -145,6 +145,133 @@ pub fn claim(
     })
 }
 
+/// The most leases one claim or renewal transaction takes: 100,000 leases
+/// are taken and renewed in rounds of this many, each its own transaction,
+/// so neither ingest nor the outcome writes wait long on one.
+pub const CLAIM_ROUND: usize = 5_000;
+
+/// How many webhooks there are (with or without a lease row yet).
+pub fn webhook_count(conn: &mut DbConn) -> QueryResult<usize> {
+    let n: i64 = super::schema::webhooks::table.count().get_result(conn)?;
+    Ok(n as usize)
+}
+
+/// The start-up claim, first step: of the leases `me` held before (all of
+/// them) and of the free or lapsed ones (up to `limit`), those whose
+/// webhooks have deliveries pending. Their old deliveries must go out
+/// before any new one, so they are taken before the first event is;
+/// everything else is idle, and is taken in later rounds
+/// ([`claim_own_rest`], [`claim`]) while the instance already serves.
+pub fn claim_with_pending(
+    conn: &mut DbConn,
+    me: &str,
+    lease_ms: i64,
+    limit: usize,
+) -> QueryResult<Vec<Lease>> {
+    let now = db_now(conn)?;
+    let own: Vec<String> = webhook_leases::table
+        .filter(webhook_leases::owner.eq(me))
+        .select(webhook_leases::webhook_id)
+        .load(conn)?;
+    let free: Vec<String> = webhook_leases::table
+        .filter(
+            webhook_leases::lease_until
+                .is_null()
+                .or(webhook_leases::lease_until.lt(now)),
+        )
+        .filter(
+            webhook_leases::owner
+                .is_null()
+                .or(webhook_leases::owner.ne(me)),
+        )
+        .select(webhook_leases::webhook_id)
+        .load(conn)?;
+    let with_pending = |conn: &mut DbConn, ids: &[String]| {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        super::deliveries::webhooks_with_pending(conn, &ids)
+    };
+    let pending_own = with_pending(conn, &own)?;
+    let pending_free = with_pending(conn, &free)?;
+    let mut take: Vec<&str> = own
+        .iter()
+        .filter(|id| pending_own.contains(*id))
+        .map(String::as_str)
+        .collect();
+    take.extend(
+        free.iter()
+            .filter(|id| pending_free.contains(*id))
+            .take(limit)
+            .map(String::as_str),
+    );
+    claim_these(conn, me, lease_ms, &mut take)
+}
+
+/// The start-up claim, second step: the leases `me` held before that the
+/// first step left (those not in `held`), in rounds of [`CLAIM_ROUND`],
+/// each its own transaction taken inside `turn` (the writer's turn on
+/// SQLite).
+pub fn claim_own_rest<T>(
+    conn: &mut DbConn,
+    me: &str,
+    lease_ms: i64,
+    held: &std::collections::HashSet<String>,
+    turn: impl Fn() -> T,
+) -> QueryResult<Vec<Lease>> {
+    let own: Vec<String> = webhook_leases::table
+        .filter(webhook_leases::owner.eq(me))
+        .select(webhook_leases::webhook_id)
+        .load(conn)?;
+    let mut rest: Vec<&str> = own
+        .iter()
+        .filter(|id| !held.contains(*id))
+        .map(String::as_str)
+        .collect();
+    let mut taken = Vec::with_capacity(rest.len());
+    for round in rest.chunks_mut(CLAIM_ROUND) {
+        let _turn = turn();
+        taken.extend(claim_these(conn, me, lease_ms, round)?);
+    }
+    Ok(taken)
+}
+
+/// Takes the leases of `ids` that are `me`'s or free or lapsed, each with
+/// its epoch one higher, in one transaction; answers what it took. A lease
+/// another instance holds is left alone, whatever was read before. The
+/// ids are sorted first, so two instances lock rows in the same order.
+fn claim_these(
+    conn: &mut DbConn,
+    me: &str,
+    lease_ms: i64,
+    ids: &mut [&str],
+) -> QueryResult<Vec<Lease>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    ids.sort_unstable();
+    super::write_transaction(conn, |conn| {
+        let now = db_now(conn)?;
+        for chunk in ids.chunks(CHUNK) {
+            diesel::update(
+                webhook_leases::table
+                    .filter(webhook_leases::webhook_id.eq_any(chunk))
+                    .filter(
+                        webhook_leases::owner
+                            .eq(me)
+                            .or(webhook_leases::lease_until.is_null())
+                            .or(webhook_leases::lease_until.lt(now)),
+                    ),
+            )
+            .set((
+                webhook_leases::owner.eq(me),
+                webhook_leases::epoch.eq(webhook_leases::epoch + 1),
+                webhook_leases::lease_until.eq(now + lease_ms),
+            ))
+            .execute(conn)?;
+        }
+        held_among(conn, me, ids)
+    })
+}
+
 /// The leases among `ids` that name `me`, with their epochs.
 fn held_among(conn: &mut DbConn, me: &str, ids: &[&str]) -> QueryResult<Vec<Lease>> {
     let mut held = Vec::with_capacity(ids.len());

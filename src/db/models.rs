@@ -42,6 +42,32 @@ pub struct WebhookRow {
     pub max_concurrency: i32,
 }
 
+impl WebhookRow {
+    /// A new enabled webhook of `app_id`, created `now`, with a fresh
+    /// secret, no custom headers and the default throttle: what a seeding
+    /// tool or a test writes straight into the table (the API goes through
+    /// [`crate::subscription::Webhook`]).
+    pub fn enabled(id: &str, app_id: &str, uri: &str, events: &str, now: i64) -> WebhookRow {
+        WebhookRow {
+            id: id.to_owned(),
+            app_id: app_id.to_owned(),
+            uri: uri.to_owned(),
+            events: events.to_owned(),
+            secret: crate::signature::generate_secret(),
+            status: WebhookStatus::Enabled,
+            disabled_reason: None,
+            disabled_at: None,
+            created_at: now,
+            updated_at: now,
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            headers: "{}".into(),
+            rate_limit: None,
+            max_concurrency: crate::domain::DEFAULT_CONCURRENCY as i32,
+        }
+    }
+}
+
 /// An accepted event with the exact body every webhook receives.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = events, treat_none_as_default_value = false)]

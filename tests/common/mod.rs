@@ -535,3 +535,20 @@ pub fn most_within(arrivals: &[Instant], width: Duration) -> usize {
     }
     best
 }
+
+/// An enabled webhook row `id` of `app_id`, as the broker writes one, to
+/// put straight into the database.
+pub fn webhook_row(
+    id: &str,
+    app_id: &str,
+    uri: &str,
+    events: &str,
+) -> webhook_broker::db::models::WebhookRow {
+    webhook_broker::db::models::WebhookRow::enabled(
+        id,
+        app_id,
+        uri,
+        events,
+        webhook_broker::db::now_ms(),
+    )
+}
