@@ -22,7 +22,7 @@
 /// A position in sequence order: `(seq, delivery id)`.
 pub use crate::db::deliveries::Cursor;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// The longest wait for an attempt over which a delivery keeps its body in
 /// memory. A channel whose head waits longer (a receiver down, retries an
@@ -183,6 +183,62 @@ pub const CHANNEL_LOW: usize = CHANNEL_HOLD / 4;
 
 /// The most clipped channels one statement reads on in.
 pub const CHANNELS_PER_READ: usize = 500;
+
+/// Clipped channels due a read, in the order they came due. A read takes
+/// at most [`CHANNELS_PER_READ`] of them, the longest waiting first, so
+/// however many are due at once, each is read within `due / 500` reads
+/// (a set walked in hash order could pass over the same channels read
+/// after read while others kept coming due).
+#[derive(Debug, Default)]
+pub struct DueChannels {
+    order: VecDeque<String>,
+    members: HashSet<String>,
+}
+
+impl DueChannels {
+    /// Marks `channel` due; one already due keeps its place.
+    pub fn insert(&mut self, channel: &str) {
+        if self.members.insert(channel.to_owned()) {
+            self.order.push_back(channel.to_owned());
+        }
+    }
+
+    /// Whether no channel is due.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// How many channels are due.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Takes up to `n` channels in the order they came due. A channel for
+    /// which `still_due` answers false on the way (it was read on, or
+    /// filled up again, meanwhile) is dropped and does not count.
+    pub fn take(&mut self, n: usize, mut still_due: impl FnMut(&str) -> bool) -> Vec<String> {
+        let mut taken = Vec::new();
+        while taken.len() < n {
+            let Some(channel) = self.order.pop_front() else {
+                break;
+            };
+            self.members.remove(&channel);
+            if still_due(&channel) {
+                taken.push(channel);
+            }
+        }
+        taken
+    }
+
+    /// Puts channels taken but not read back at the front, in their order.
+    pub fn put_back(&mut self, channels: Vec<String>) {
+        for channel in channels.into_iter().rev() {
+            if self.members.insert(channel.clone()) {
+                self.order.push_front(channel);
+            }
+        }
+    }
+}
 
 /// A channel of which the actor holds only the start: every pending
 /// delivery of it up to `after` is held, none past it. Past it, the
@@ -614,5 +670,68 @@ mod tests {
         assert!(w.has_backlog());
         assert!(w.wants_page(0, 1));
         assert_eq!(w.start_page(), Some(key(1)));
+    }
+
+    #[test]
+    fn due_channels_are_read_five_hundred_at_a_time_longest_waiting_first() {
+        let mut due = DueChannels::default();
+        for i in 0..3_000 {
+            due.insert(&format!("ch-{i}"));
+        }
+        // Marking one due again keeps its place.
+        due.insert("ch-0");
+        assert_eq!(due.len(), 3_000);
+        let first = due.take(CHANNELS_PER_READ, |_| true);
+        assert_eq!(first.len(), 500);
+        assert_eq!(first[0], "ch-0");
+        assert_eq!(first[499], "ch-499");
+        // One read on and due again goes to the back, behind the 2,500.
+        due.insert("ch-0");
+        let mut reads = vec![first];
+        while !due.is_empty() {
+            let read = due.take(CHANNELS_PER_READ, |_| true);
+            assert!(read.len() <= CHANNELS_PER_READ);
+            reads.push(read);
+        }
+        assert_eq!(reads.len(), 7);
+        assert_eq!(reads[5][0], "ch-2500");
+        assert_eq!(reads[6], vec!["ch-0".to_owned()]);
+        let all: HashSet<String> = reads.concat().into_iter().collect();
+        assert_eq!(all.len(), 3_000);
+    }
+
+    #[test]
+    fn a_channel_no_longer_due_is_dropped_and_does_not_count() {
+        let mut due = DueChannels::default();
+        for i in 0..1_200 {
+            due.insert(&format!("ch-{i}"));
+        }
+        // Every other channel filled up again meanwhile.
+        let odd = |c: &str| c.trim_start_matches("ch-").parse::<u32>().unwrap() % 2 == 1;
+        let read = due.take(CHANNELS_PER_READ, odd);
+        assert_eq!(read.len(), 500);
+        assert!(read.iter().all(|c| odd(c)));
+        assert_eq!(read[499], "ch-999");
+        // The evens passed over are gone; what is left starts at ch-1000.
+        assert_eq!(due.len(), 200);
+        let rest = due.take(CHANNELS_PER_READ, |_| true);
+        assert_eq!(rest[0], "ch-1000");
+    }
+
+    #[test]
+    fn channels_put_back_are_read_first_in_their_order() {
+        let mut due = DueChannels::default();
+        for i in 0..1_000 {
+            due.insert(&format!("ch-{i}"));
+        }
+        let read = due.take(CHANNELS_PER_READ, |_| true);
+        due.insert("late");
+        due.put_back(read);
+        assert_eq!(due.len(), 1_001);
+        let again = due.take(CHANNELS_PER_READ, |_| true);
+        assert_eq!(again[0], "ch-0");
+        assert_eq!(again[499], "ch-499");
+        let rest = due.take(1_000, |_| true);
+        assert_eq!(rest.last().map(String::as_str), Some("late"));
     }
 }

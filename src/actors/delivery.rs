@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::recorder::{Record, Recorder, Unwritten};
 use super::registry::{DeliveryFailed, DeliveryTarget, DisableWebhook, Registry};
 use crate::backlog::{
-    split_channels_page, Admit, AfterPage, Clip, Cursor, Window, CHANNELS_PER_READ, CHANNEL_HOLD,
-    CHANNEL_LOW,
+    split_channels_page, Admit, AfterPage, Clip, Cursor, DueChannels, Window, CHANNELS_PER_READ,
+    CHANNEL_HOLD, CHANNEL_LOW,
 };
 use crate::db::deliveries::{AttemptOutcome, PendingDelivery};
 use crate::db::models::{AttemptRow, DeliveryRow};
@@ -177,7 +177,7 @@ pub struct WebhookDelivery {
     /// Clipped channels due a read: they hold few of their deliveries and
     /// wait for the read under way, for memory, or after a failed read
     /// (then the page timer tries them again).
-    clipped_due: HashSet<String>,
+    clipped_due: DueChannels,
     /// Whether a read of clipped channels is under way.
     reading_channels: bool,
     held: HashSet<String>,
@@ -229,7 +229,7 @@ impl WebhookDelivery {
             channels: HashMap::new(),
             clipped: HashMap::new(),
             clipped_aside: HashMap::new(),
-            clipped_due: HashSet::new(),
+            clipped_due: DueChannels::default(),
             reading_channels: false,
             held: HashSet::new(),
             finished: HashSet::new(),
@@ -360,7 +360,7 @@ impl WebhookDelivery {
             .get(channel)
             .is_some_and(|clip| !clip.is_reading() && queued <= CHANNEL_LOW)
         {
-            self.clipped_due.insert(channel.to_owned());
+            self.clipped_due.insert(channel);
         }
     }
 
@@ -370,23 +370,20 @@ impl WebhookDelivery {
         if self.draining || self.reading_channels || self.clipped_due.is_empty() {
             return;
         }
-        let mut rooms: HashMap<String, (Cursor, usize)> = HashMap::new();
-        let due: Vec<String> = self.clipped_due.iter().cloned().collect();
-        for channel in due {
-            if rooms.len() >= CHANNELS_PER_READ {
-                break;
-            }
-            let queued = self.channels.get(&channel).map_or(0, |q| q.jobs.len());
-            match self.clipped.get(&channel) {
-                Some(clip) if !clip.is_reading() && queued <= CHANNEL_LOW => {
-                    let room = CHANNEL_HOLD - queued;
-                    rooms.insert(channel, (clip.after().clone(), room));
-                }
-                _ => {
-                    self.clipped_due.remove(&channel);
-                }
-            }
-        }
+        let (channels, clipped) = (&self.channels, &self.clipped);
+        let queued = |channel: &str| channels.get(channel).map_or(0, |q| q.jobs.len());
+        let taken = self.clipped_due.take(CHANNELS_PER_READ, |channel| {
+            clipped
+                .get(channel)
+                .is_some_and(|clip| !clip.is_reading() && queued(channel) <= CHANNEL_LOW)
+        });
+        let rooms: HashMap<String, (Cursor, usize)> = taken
+            .iter()
+            .map(|channel| {
+                let after = self.clipped[channel].after().clone();
+                (channel.clone(), (after, CHANNEL_HOLD - queued(channel)))
+            })
+            .collect();
         // The walk starts at the smallest clip.
         let Some(from) = rooms.values().map(|(after, _)| after).min().cloned() else {
             return;
@@ -394,11 +391,11 @@ impl WebhookDelivery {
         let wanted: usize = rooms.values().map(|(_, room)| room).sum();
         let limit = self.outbox.allowance(self.held.len()).min(wanted).min(PAGE);
         if limit == 0 {
+            self.clipped_due.put_back(taken);
             self.retry_page_later(ctx);
             return;
         }
         for channel in rooms.keys() {
-            self.clipped_due.remove(channel);
             if let Some(clip) = self.clipped.get_mut(channel) {
                 clip.start_read();
             }
@@ -428,7 +425,7 @@ impl WebhookDelivery {
                     for channel in rooms.keys() {
                         if let Some(clip) = act.clipped.get_mut(channel) {
                             clip.read_failed();
-                            act.clipped_due.insert(channel.clone());
+                            act.clipped_due.insert(channel);
                         }
                     }
                     act.retry_page_later(ctx);
