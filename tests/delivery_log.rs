@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use common::{assert_error, Answer, Received, Receiver, Reply, Store, TestApp, TestDb};
 use webhook_broker::actors::janitor::{PruneNow, Pruned};
 use webhook_broker::db::models::{AttemptRow, DeliveryRow, EventRow};
-use webhook_broker::db::schema::{deliveries, delivery_attempts, events};
+use webhook_broker::db::schema::{deliveries, delivery_attempts, events, resent_deliveries};
 use webhook_broker::db::{now_ms, DbConn};
 use webhook_broker::domain::DeliveryStatus;
 
@@ -978,12 +978,16 @@ fn old_succeeded_rows(app: &TestApp, n: usize) {
 }
 
 /// `n` deliveries from 1970, numbered from `first` (the `i`th created at
-/// `1_000 + i` ms with sequence number `i + 1`, with its own event and one
-/// attempt), each in the state `status(i)` says.
+/// `1_000 + i` ms, with its own event and one attempt), each in the state
+/// `status(i)` says. Their sequence numbers come from the counter, as
+/// ingest's do (on a fresh database the `i`th gets `i + 1`), so no two
+/// events share one.
 fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> DeliveryStatus) {
     let mut conn = app.conn();
     conn.transaction(|conn| {
+        let start = webhook_broker::db::leases::take_sequence(conn, n as i64)?;
         for i in first..first + n {
+            let seq = start + (i - first) as i64;
             let state = status(i);
             let ok = state == DeliveryStatus::Succeeded;
             let event = EventRow {
@@ -994,7 +998,7 @@ fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> Del
                 event_time: 1_000,
                 payload: "{}".into(),
                 created_at: 1_000 + i as i64,
-                seq: i as i64 + 1,
+                seq,
             };
             diesel::insert_into(events::table)
                 .values(&event)
@@ -1011,7 +1015,7 @@ fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> Del
                 last_error: (!ok).then(|| "receiver answered HTTP 500".into()),
                 created_at: 1_000 + i as i64,
                 delivered_at: ok.then_some(1_001 + i as i64),
-                seq: i as i64 + 1,
+                seq,
             };
             diesel::insert_into(deliveries::table)
                 .values(&delivery)
@@ -1032,6 +1036,23 @@ fn old_rows(app: &TestApp, first: usize, n: usize, status: impl Fn(usize) -> Del
         Ok::<_, diesel::result::Error>(())
     })
     .unwrap();
+}
+
+/// An event from 1970 younger than every [`old_rows`] one, numbered `seq`.
+fn later_event(conn: &mut DbConn, seq: i64) {
+    diesel::insert_into(events::table)
+        .values(&EventRow {
+            id: "evt_later".into(),
+            app_id: "app_ancient".into(),
+            event: "channel_live".into(),
+            channel_id: None,
+            event_time: 1_500,
+            payload: "{}".into(),
+            created_at: 1_500,
+            seq,
+        })
+        .execute(conn)
+        .unwrap();
 }
 
 async fn the_default_retention_prunes_only_history_older_than_30_days(store: Store) {
@@ -1213,24 +1234,146 @@ async fn pruning_goes_by_age_and_looks_as_far_as_the_newest_old_event(store: Sto
     assert_eq!(left(&mut conn), ids(&[2]));
 
     // An event numbered after it grows old: it goes.
-    diesel::insert_into(events::table)
-        .values(&EventRow {
-            id: "evt_later".into(),
-            app_id: "app_ancient".into(),
-            event: "channel_live".into(),
-            channel_id: None,
-            event_time: 1_500,
-            payload: "{}".into(),
-            created_at: 1_500,
-            seq: 101,
-        })
-        .execute(&mut *conn)
-        .unwrap();
+    later_event(&mut conn, 101);
     let third =
         webhook_broker::db::deliveries::prune_succeeded(&mut conn, i64::MIN, 1_000_000, 500)
             .unwrap();
     assert_eq!((third.deleted, third.resume_from), (1, 100));
     assert!(left(&mut conn).is_empty());
+}
+
+/// A delivery sent again takes a new number, which no event has; its
+/// event is kept all the same (on MySQL through `resent_deliveries`, as
+/// the deliveries have no index by event there), until the delivery
+/// itself is pruned.
+async fn a_resent_delivery_keeps_its_event_until_it_is_pruned_itself(store: Store) {
+    use webhook_broker::db::deliveries::{prune_events, prune_succeeded, requeue};
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    old_rows(&app, 0, 10, |i| {
+        if i == 3 {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Succeeded
+        }
+    });
+    let mut conn = app.conn();
+    let resend = vec!["msg_ancient_00003".to_owned()];
+    assert_eq!(requeue(&mut conn, "wh_ancient", &resend, 2_000).unwrap(), 1);
+    // It fails again and is sent again: listed once.
+    diesel::update(deliveries::table.find("msg_ancient_00003"))
+        .set(deliveries::status.eq(DeliveryStatus::Failed))
+        .execute(&mut *conn)
+        .unwrap();
+    assert_eq!(requeue(&mut conn, "wh_ancient", &resend, 2_000).unwrap(), 1);
+    let listed = |conn: &mut DbConn| -> Vec<(String, String)> {
+        resent_deliveries::table
+            .select((resent_deliveries::delivery_id, resent_deliveries::event_id))
+            .load(conn)
+            .unwrap()
+    };
+    assert_eq!(
+        listed(&mut conn),
+        vec![(
+            "msg_ancient_00003".to_owned(),
+            "evt_ancient_00003".to_owned()
+        )]
+    );
+    let seq: i64 = deliveries::table
+        .find("msg_ancient_00003")
+        .select(deliveries::seq)
+        .first(&mut *conn)
+        .unwrap();
+    assert_eq!(seq, 12, "numbered after every event, once per resend");
+
+    let successes = prune_succeeded(&mut conn, i64::MIN, 1_000_000, 500).unwrap();
+    assert_eq!(successes.deleted, 9);
+    let pruned = prune_events(&mut conn, i64::MIN, 1_000_000, 500).unwrap();
+    assert_eq!(pruned.deleted, 9);
+    let events_left =
+        |conn: &mut DbConn| -> Vec<String> { events::table.select(events::id).load(conn).unwrap() };
+    assert_eq!(events_left(&mut conn), vec!["evt_ancient_00003".to_owned()]);
+
+    // It succeeds; once an event numbered after it is old, both go.
+    diesel::update(deliveries::table.find("msg_ancient_00003"))
+        .set(deliveries::status.eq(DeliveryStatus::Succeeded))
+        .execute(&mut *conn)
+        .unwrap();
+    later_event(&mut conn, 13);
+    assert_eq!(
+        prune_succeeded(&mut conn, i64::MIN, 1_000_000, 500)
+            .unwrap()
+            .deleted,
+        1
+    );
+    assert!(listed(&mut conn).is_empty());
+    assert_eq!(
+        prune_events(&mut conn, i64::MIN, 1_000_000, 500)
+            .unwrap()
+            .deleted,
+        2
+    );
+    assert!(events_left(&mut conn).is_empty());
+}
+
+/// Deleting a webhook takes its resent deliveries' listing with them, so
+/// their events do not stay for ever.
+async fn a_deleted_webhook_leaves_no_resent_delivery_behind(store: Store) {
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    old_rows(&app, 0, 3, |_| DeliveryStatus::Failed);
+    let mut conn = app.conn();
+    let ids: Vec<String> = (0..3).map(|i| format!("msg_ancient_{i:05}")).collect();
+    assert_eq!(
+        webhook_broker::db::deliveries::requeue(&mut conn, "wh_ancient", &ids, 2_000).unwrap(),
+        3
+    );
+    let count =
+        |conn: &mut DbConn| -> i64 { resent_deliveries::table.count().get_result(conn).unwrap() };
+    assert_eq!(count(&mut conn), 3);
+    webhook_broker::db::webhooks::delete(&mut conn, "wh_ancient").unwrap();
+    assert_eq!(count(&mut conn), 0);
+    let pruned =
+        webhook_broker::db::deliveries::prune_events(&mut conn, i64::MIN, 1_000_000, 500).unwrap();
+    assert_eq!(pruned.deleted, 3);
+}
+
+/// Migration 000016 lists the deliveries resent before it, whose events
+/// only that listing keeps from pruning on MySQL.
+async fn the_upgrade_lists_deliveries_resent_before_it(store: Store) {
+    let Some(app) = TestApp::spawn(store).await else {
+        return;
+    };
+    let mut conn = app.conn();
+    webhook_broker::db::revert_last_migration(&mut conn).unwrap();
+    drop(conn);
+    old_rows(&app, 0, 3, |_| DeliveryStatus::Failed);
+    let mut conn = app.conn();
+    // Sent again by an older broker: numbered past every event.
+    diesel::update(deliveries::table.find("msg_ancient_00001"))
+        .set(deliveries::seq.eq(50))
+        .execute(&mut *conn)
+        .unwrap();
+    webhook_broker::db::run_migrations(&mut conn).unwrap();
+    let listed: Vec<(String, String)> = resent_deliveries::table
+        .select((resent_deliveries::delivery_id, resent_deliveries::event_id))
+        .load(&mut *conn)
+        .unwrap();
+    assert_eq!(
+        listed,
+        vec![(
+            "msg_ancient_00001".to_owned(),
+            "evt_ancient_00001".to_owned()
+        )]
+    );
+    let pruned =
+        webhook_broker::db::deliveries::prune_events(&mut conn, i64::MIN, 1_000_000, 500).unwrap();
+    assert_eq!(
+        pruned.deleted, 0,
+        "every event still has its failed delivery"
+    );
 }
 
 on_both_stores!(
@@ -1249,4 +1392,7 @@ on_both_stores!(
     pruning_passes_thousands_of_kept_failed_rows_and_takes_every_old_success,
     a_pruning_batch_resumes_past_the_kept_rows_it_walked,
     pruning_goes_by_age_and_looks_as_far_as_the_newest_old_event,
+    a_resent_delivery_keeps_its_event_until_it_is_pruned_itself,
+    a_deleted_webhook_leaves_no_resent_delivery_behind,
+    the_upgrade_lists_deliveries_resent_before_it,
 );

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use super::models::{AttemptRow, DeliveryRow, EventRow};
-use super::schema::{deliveries, delivery_attempts, events, webhooks};
+use super::schema::{deliveries, delivery_attempts, events, resent_deliveries, webhooks};
 use super::DbConn;
 use crate::domain::DeliveryStatus;
 
@@ -550,7 +550,9 @@ pub fn payload_of(conn: &mut DbConn, id: &str) -> QueryResult<Option<String>> {
 /// the back of its channel's queue: it gets a new sequence number, in the
 /// order the deliveries had, so the webhook's lease holder (on whichever
 /// instance) finds them past its cursor as it finds new events. Bodies are
-/// not read: the lease holder reads its backlog in pages.
+/// not read: the lease holder reads its backlog in pages. Each is listed
+/// in `resent_deliveries`, since it no longer shares its event's number
+/// (see [`prune_events`]).
 pub fn requeue(
     conn: &mut DbConn,
     webhook_id: &str,
@@ -558,15 +560,15 @@ pub fn requeue(
     now: i64,
 ) -> QueryResult<usize> {
     conn.transaction(|conn| {
-        let mut rows: Vec<(i64, String)> = Vec::new();
+        let mut rows: Vec<(i64, String, String)> = Vec::new();
         for chunk in ids.chunks(500) {
             rows.extend(
                 deliveries::table
                     .filter(deliveries::webhook_id.eq(webhook_id))
                     .filter(deliveries::id.eq_any(chunk))
                     .filter(deliveries::status.ne(DeliveryStatus::Pending))
-                    .select((deliveries::seq, deliveries::id))
-                    .load::<(i64, String)>(conn)?,
+                    .select((deliveries::seq, deliveries::id, deliveries::event_id))
+                    .load::<(i64, String, String)>(conn)?,
             );
         }
         if rows.is_empty() {
@@ -574,8 +576,25 @@ pub fn requeue(
         }
         rows.sort_unstable();
         rows.dedup();
+        // Ignore: a delivery resent before is listed already.
+        for chunk in rows.chunks(500) {
+            let listed: Vec<_> = chunk
+                .iter()
+                .map(|(_, id, event_id)| {
+                    (
+                        resent_deliveries::delivery_id.eq(id),
+                        resent_deliveries::event_id.eq(event_id),
+                    )
+                })
+                .collect();
+            on_backend!(conn, |c| diesel::insert_or_ignore_into(
+                resent_deliveries::table
+            )
+            .values(listed)
+            .execute(c))?;
+        }
         let first = super::leases::take_sequence(conn, rows.len() as i64)?;
-        for (i, (_, id)) in rows.iter().enumerate() {
+        for (i, (_, id, _)) in rows.iter().enumerate() {
             diesel::update(deliveries::table.find(id))
                 .set((
                     deliveries::status.eq(DeliveryStatus::Pending),
@@ -860,6 +879,10 @@ pub fn prune_succeeded(
             delivery_attempts::table.filter(delivery_attempts::delivery_id.eq_any(&ids)),
         )
         .execute(conn)?;
+        diesel::delete(
+            resent_deliveries::table.filter(resent_deliveries::delivery_id.eq_any(&ids)),
+        )
+        .execute(conn)?;
         let deleted =
             diesel::delete(deliveries::table.filter(deliveries::id.eq_any(&ids))).execute(conn)?;
         Ok(PrunedBatch {
@@ -871,24 +894,42 @@ pub fn prune_succeeded(
 
 /// Deletes up to `limit` of the oldest events created in `[from, before)`
 /// that no delivery refers to any more (walking `events_by_created`).
+///
+/// On MySQL the deliveries have no index by event (an entry per delivery
+/// at insert, for this query only): a delivery that was never resent has
+/// its event's sequence number (`deliveries_by_seq`), and one that was is
+/// listed in `resent_deliveries` with its event. SQLite asks
+/// `deliveries_by_event`, since its sequence indexes leave failed rows out.
 pub fn prune_events(
     conn: &mut DbConn,
     from: i64,
     before: i64,
     limit: i64,
 ) -> QueryResult<PrunedBatch> {
+    use diesel::dsl::{exists, not};
     super::write_transaction(conn, |conn| {
-        let referenced = deliveries::table
-            .filter(deliveries::event_id.eq(events::id))
-            .select(deliveries::id);
-        let rows: Vec<(String, i64)> = events::table
+        let old = events::table
             .filter(events::created_at.ge(from))
             .filter(events::created_at.lt(before))
-            .filter(diesel::dsl::not(diesel::dsl::exists(referenced)))
             .order(events::created_at)
             .select((events::id, events::created_at))
-            .limit(limit)
-            .load(conn)?;
+            .limit(limit);
+        let rows: Vec<(String, i64)> = match conn {
+            DbConn::Sqlite(c) => old
+                .filter(not(exists(
+                    deliveries::table.filter(deliveries::event_id.eq(events::id)),
+                )))
+                .load(c)?,
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql(c) => old
+                .filter(not(exists(
+                    deliveries::table.filter(deliveries::seq.eq(events::seq)),
+                )))
+                .filter(not(exists(
+                    resent_deliveries::table.filter(resent_deliveries::event_id.eq(events::id)),
+                )))
+                .load(c)?,
+        };
         let Some(&(_, last)) = rows.last() else {
             return Ok(PrunedBatch {
                 deleted: 0,

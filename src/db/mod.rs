@@ -227,6 +227,20 @@ pub fn open(url: &DatabaseUrl) -> Result<Pool, OpenError> {
     Ok(Pool { inner, writer })
 }
 
+/// Reverts the newest applied migration of the connection's backend, so
+/// that a test can seed rows as an older broker left them and run the
+/// migration over them. Not for a live broker.
+#[doc(hidden)]
+pub fn revert_last_migration(
+    conn: &mut DbConn,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match conn {
+        DbConn::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS).map(drop),
+        #[cfg(feature = "mysql")]
+        DbConn::Mysql(c) => c.revert_last_migration(MYSQL_MIGRATIONS).map(drop),
+    }
+}
+
 /// Applies the embedded migrations of the connection's backend.
 pub fn run_migrations(conn: &mut DbConn) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match conn {

@@ -139,6 +139,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    resent_deliveries (delivery_id) {
+        delivery_id -> Text,
+        event_id -> Text,
+    }
+}
+
 diesel::joinable!(webhooks -> apps (app_id));
 diesel::joinable!(deliveries -> events (event_id));
 
@@ -154,5 +161,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_leases,
     broker_instances,
     event_sequence,
-    api_keys
+    api_keys,
+    resent_deliveries
 );

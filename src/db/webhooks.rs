@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use super::models::WebhookRow;
-use super::schema::{deliveries, delivery_attempts, webhooks};
+use super::schema::{deliveries, delivery_attempts, resent_deliveries, webhooks};
 use super::{changes, DbConn};
 
 /// Stores a new webhook.
@@ -57,6 +57,8 @@ pub fn delete(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
             .filter(deliveries::webhook_id.eq(id))
             .select(deliveries::id);
         diesel::delete(delivery_attempts::table.filter(delivery_attempts::delivery_id.eq_any(ids)))
+            .execute(conn)?;
+        diesel::delete(resent_deliveries::table.filter(resent_deliveries::delivery_id.eq_any(ids)))
             .execute(conn)?;
         diesel::delete(deliveries::table.filter(deliveries::webhook_id.eq(id))).execute(conn)?;
         super::leases::remove(conn, id)?;
