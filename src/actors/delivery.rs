@@ -174,9 +174,10 @@ pub struct WebhookDelivery {
     /// here.
     clipped: HashMap<String, Clip>,
     clipped_aside: HashMap<String, Vec<DeliveryJob>>,
-    /// Clipped channels due a read: they hold few of their deliveries and
-    /// wait for the read under way, for memory, or after a failed read
-    /// (then the page timer tries them again).
+    /// Clipped channels due a read, in the order they came due: they hold
+    /// few of their deliveries and wait for the read under way, for
+    /// memory, or after a failed read (then the page timer tries them
+    /// again).
     clipped_due: DueChannels,
     /// Whether a read of clipped channels is under way.
     reading_channels: bool,
