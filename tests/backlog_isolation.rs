@@ -3,19 +3,24 @@
 //! six times that behind the failing receiver, the healthy webhook still
 //! gets every event, in order per channel. Within one webhook, likewise, a
 //! channel stuck on its oldest event must not keep the webhook's other
-//! channels waiting. (The budget itself is checked from outside the process
-//! in backlog_restart.rs.)
+//! channels waiting. Channels with more queued than an actor holds of one
+//! are clipped and read on from the database together: a dozen of them, and
+//! more of them than one such read takes (500), each arrive in order and
+//! once. (The budget itself is checked from outside the process in
+//! backlog_restart.rs.)
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use common::{Answer, Receiver, Store, TestApp, TestDb};
+use webhook_broker::actors::dispatcher::ChannelEvent;
+use webhook_broker::EventKind;
 
 const EVENTS: u64 = 600;
 const CHANNELS: u64 = 20;
@@ -267,8 +272,245 @@ async fn many_clipped_channels_are_read_on_together_each_in_order_and_once(store
     );
 }
 
+/// More channels than one read of clipped channels takes (500), each with
+/// more queued than an actor holds of one (64): while the receiver is down
+/// no delivery finishes, so each channel holds its first 64 and is clipped
+/// at the 65th, all 600 at once (38,400 held, within the budget, and the
+/// other 9,600 left in the database). When the receiver comes back each
+/// channel drains to 16 and comes due a read of its rest; for more of them
+/// to be due at once than one read takes, the reads must be slower than the
+/// draining (see the stall below).
+const MANY_CHANNELS: usize = 600;
+const EVENTS_EACH: usize = 80;
+
+async fn more_clipped_channels_than_one_read_takes_all_arrive_in_order_and_once(store: Store) {
+    let Some(db) = TestDb::new(store) else {
+        return;
+    };
+    let app = TestApp::spawn_with(Arc::new(db), |c| {
+        // Room for every channel's 64 (38,400), not for the backlog (48,000).
+        c.max_in_memory = 50_000;
+        c.retry_schedule = vec![Duration::from_secs(1); 200];
+    })
+    .await;
+    // What the receiver answered each request, in arrival order, and how
+    // many it took.
+    let down = Arc::new(AtomicBool::new(true));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let receiver = {
+        let (down, answers, taken) = (down.clone(), answers.clone(), taken.clone());
+        Receiver::start_with(move |_, _| {
+            let status = if down.load(Ordering::SeqCst) {
+                503
+            } else {
+                204
+            };
+            // Called in arrival order, under the receiver's own lock.
+            answers.lock().unwrap().push(status);
+            if status == 204 {
+                taken.fetch_add(1, Ordering::SeqCst);
+            }
+            Answer::status(status)
+        })
+    };
+    let (app_id, key) = app.create_app("many-clipped").await;
+    app.create_webhook(&key, &receiver.url, json!("all")).await;
+
+    // The backlog goes in through ingest, not straight into the database:
+    // an actor reads a backlog in the database in pages only while it holds
+    // fewer than 250, so behind a receiver that is down it would clip a
+    // dozen channels at most. Handed over at ingest, every delivery is
+    // held until its channel holds 64. In-process, in waves of one event
+    // per channel, each wave stored (in a few shared commits) before the
+    // next is sent, so that the `n`th event of every channel is its `n`th.
+    let channel = |i: usize, n: usize| {
+        json!({"id": format!("ch-{i}"), "n": n})
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    for n in 0..EVENTS_EACH {
+        let wave = (0..MANY_CHANNELS).map(|i| {
+            app.broker.dispatcher.send(ChannelEvent::new(
+                app_id.clone(),
+                EventKind::ChannelLive,
+                channel(i, n),
+            ))
+        });
+        for accepted in futures_util::future::join_all(wave).await {
+            let accepted = accepted.expect("the dispatcher answers");
+            assert_eq!(accepted.expect("the event is stored").deliveries, 1);
+        }
+    }
+
+    // Every channel's head has been tried (and failed), and nothing but
+    // the heads.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tried = || {
+        receiver
+            .received()
+            .iter()
+            .map(|r| {
+                let body = r.json();
+                let channel = body["id"].as_str().unwrap().to_owned();
+                (channel, body["n"].as_u64().unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    let heads_tried = || {
+        tried()
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    while heads_tried() < MANY_CHANNELS && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(heads_tried(), MANY_CHANNELS);
+    let early = tried();
+    assert!(
+        early.iter().all(|(_, n)| *n == 0),
+        "only each channel's oldest event may be tried while the receiver is down: {:?}",
+        early.iter().find(|(_, n)| *n > 0)
+    );
+    let failed = receiver.received().len();
+    // On MariaDB the reads of the channels' rest are stalled (the events
+    // they join are locked) while the receiver takes what is held: each
+    // channel drains its 64, comes due a read and waits, all 600 at once,
+    // and the reads that follow must take them 500 at a time and leave
+    // none behind. (SQLite cannot keep its readers waiting; there the
+    // channels come due over the seconds they take to drain, and each
+    // read finds a few due.)
+    let stall = stall_reads(&app, store);
+    down.store(false, Ordering::SeqCst);
+    if let Some(mut lock) = stall {
+        let held = MANY_CHANNELS * CHANNEL_HOLD;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while taken.load(Ordering::SeqCst) < held && Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            held,
+            "with the reads stalled, exactly each channel's first {CHANNEL_HOLD} are taken"
+        );
+        let early: Vec<(String, u64)> = tried().into_iter().skip(failed).collect();
+        assert!(
+            early.iter().all(|(_, n)| *n < CHANNEL_HOLD as u64),
+            "nothing past a channel's first {CHANNEL_HOLD} goes out before it is read: {:?}",
+            early.iter().find(|(_, n)| *n >= CHANNEL_HOLD as u64)
+        );
+        lock.unlock();
+    }
+
+    let total = MANY_CHANNELS * EVENTS_EACH;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while taken.load(Ordering::SeqCst) < total && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Whatever was still on its way comes in before the count.
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.received();
+    let answers = answers.lock().unwrap().clone();
+    assert_eq!(got.len(), answers.len());
+
+    // Each delivery is taken once and never sent after it was; only heads
+    // fail, and after the switch only a head tried at that very moment.
+    let mut per_channel: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut done = HashSet::new();
+    let mut failed_late: HashMap<String, usize> = HashMap::new();
+    for (i, (r, status)) in got.iter().zip(&answers).enumerate() {
+        let id = r.header("webhook-id").unwrap().to_owned();
+        let body = r.json();
+        let channel = body["id"].as_str().unwrap().to_owned();
+        let n = body["n"].as_u64().unwrap();
+        assert!(
+            !done.contains(&id),
+            "{channel} #{n} ({id}) was sent again after it was taken"
+        );
+        if *status == 204 {
+            done.insert(id);
+            per_channel.entry(channel).or_default().push(n);
+        } else {
+            assert_eq!(
+                n, 0,
+                "{channel} #{n} was tried before its channel's head was taken"
+            );
+            if i >= failed {
+                *failed_late.entry(channel).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(
+        done.len(),
+        total,
+        "not every event arrived: {} of {total}, {} of {MANY_CHANNELS} channels complete",
+        done.len(),
+        per_channel
+            .values()
+            .filter(|n| n.len() == EVENTS_EACH)
+            .count()
+    );
+    let want: Vec<u64> = (0..EVENTS_EACH as u64).collect();
+    for (channel, ns) in &per_channel {
+        assert_eq!(ns, &want, "{channel} arrived incomplete or out of order");
+    }
+    assert!(
+        failed_late.values().all(|&times| times <= 1),
+        "a head failed more than once after the receiver came back: {failed_late:?}"
+    );
+}
+
+/// What an actor holds of one channel (`backlog::CHANNEL_HOLD`).
+const CHANNEL_HOLD: usize = 64;
+
+/// A lock on the broker's `events` table, which every read of pending
+/// deliveries joins (for their bodies) and the recording of attempts does
+/// not touch: reads wait while outcomes are still written. MariaDB only.
+struct ReadStall {
+    #[cfg(feature = "mysql")]
+    conn: diesel::MysqlConnection,
+}
+
+impl ReadStall {
+    fn unlock(&mut self) {
+        #[cfg(feature = "mysql")]
+        {
+            use diesel::connection::SimpleConnection;
+            self.conn.batch_execute("UNLOCK TABLES").expect("unlock");
+        }
+    }
+}
+
+fn stall_reads(app: &TestApp, store: Store) -> Option<ReadStall> {
+    if store != Store::Mysql {
+        return None;
+    }
+    #[cfg(feature = "mysql")]
+    {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let webhook_broker::config::DatabaseUrl::Mysql(url) = &app.db.url else {
+            unreachable!("a MySQL store has a MySQL URL");
+        };
+        let mut conn = diesel::MysqlConnection::establish(url).expect("mysql connect");
+        conn.batch_execute("LOCK TABLES events WRITE")
+            .expect("lock events");
+        Some(ReadStall { conn })
+    }
+    #[cfg(not(feature = "mysql"))]
+    {
+        let _ = app;
+        None
+    }
+}
+
 on_both_stores!(
     a_healthy_webhook_keeps_getting_its_deliveries_while_another_ones_backlog_fills_the_budget,
     one_stuck_channel_does_not_keep_the_other_channels_of_its_webhook_waiting,
-    many_clipped_channels_are_read_on_together_each_in_order_and_once
+    many_clipped_channels_are_read_on_together_each_in_order_and_once,
+    more_clipped_channels_than_one_read_takes_all_arrive_in_order_and_once
 );
