@@ -93,20 +93,20 @@ pub fn plan(held: usize, webhooks: usize, live: usize, free: usize) -> Plan {
     Plan::Claim(want)
 }
 
-/// The leases of `held` that a renewal did not find as held with the same
-/// epoch in `still`: lost to another instance (or freed by an operator).
-pub fn lost(held: &HashMap<String, i64>, still: &[Lease]) -> Vec<String> {
+/// The leases of `asked` (webhook id, epoch held) that a renewal did not
+/// find as held with the same epoch in `still`: lost to another instance
+/// (or freed by an operator). Judged a renewal round at a time, so that
+/// 100,000 leases never need a second copy of every id.
+pub fn lost<K: AsRef<str> + Clone>(asked: &[(K, i64)], still: &[Lease]) -> Vec<(K, i64)> {
     let still: HashMap<&str, i64> = still
         .iter()
         .map(|l| (l.webhook_id.as_str(), l.epoch))
         .collect();
-    let mut lost: Vec<String> = held
+    asked
         .iter()
-        .filter(|(id, epoch)| still.get(id.as_str()) != Some(*epoch))
-        .map(|(id, _)| id.clone())
-        .collect();
-    lost.sort();
-    lost
+        .filter(|(id, epoch)| still.get(id.as_ref()) != Some(epoch))
+        .cloned()
+        .collect()
 }
 
 /// How long after a renewal starts an instance may go on sending under it.
@@ -193,9 +193,7 @@ mod tests {
 
     #[test]
     fn a_lease_not_found_with_its_epoch_is_lost() {
-        let held: HashMap<String, i64> = [("w1".into(), 3), ("w2".into(), 5), ("w3".into(), 1)]
-            .into_iter()
-            .collect();
+        let asked = [("w1", 3), ("w2", 5), ("w3", 1)];
         let still = vec![
             Lease {
                 webhook_id: "w1".into(),
@@ -206,7 +204,8 @@ mod tests {
                 epoch: 6,
             },
         ];
-        assert_eq!(lost(&held, &still), vec!["w2".to_owned(), "w3".to_owned()]);
+        assert_eq!(lost(&asked, &still), vec![("w2", 5), ("w3", 1)]);
+        assert!(lost(&asked[..1], &still).is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use common::{Answer, Receiver, Store, TestApp, TestDb};
 use webhook_broker::actors::dispatcher::ChannelEvent;
+use webhook_broker::backlog::CHANNEL_HOLD;
 use webhook_broker::EventKind;
 
 const EVENTS: u64 = 600;
@@ -463,9 +464,6 @@ async fn more_clipped_channels_than_one_read_takes_all_arrive_in_order_and_once(
         "a head failed more than once after the receiver came back: {failed_late:?}"
     );
 }
-
-/// What an actor holds of one channel (`backlog::CHANNEL_HOLD`).
-const CHANNEL_HOLD: usize = 64;
 
 /// A lock on the broker's `events` table, which every read of pending
 /// deliveries joins (for their bodies) and the recording of attempts does

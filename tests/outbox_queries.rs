@@ -455,11 +455,10 @@ fn leases_are_shared_out_renewed_and_given_back_beyond_one_statement(store: Stor
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let still = db::leases::renew(&mut conn, "broker-b", &refs, 60_000).unwrap();
     assert_eq!(still.len(), 699);
-    let held: std::collections::HashMap<String, i64> =
-        b.iter().map(|l| (l.webhook_id.clone(), l.epoch)).collect();
+    let held: Vec<(&str, i64)> = b.iter().map(|l| (l.webhook_id.as_str(), l.epoch)).collect();
     assert_eq!(
         webhook_broker::lease::lost(&held, &still),
-        vec![ids[0].clone()]
+        vec![(ids[0].as_str(), b[0].epoch)]
     );
     // A restart of broker-c takes all its own back at start, beyond the limit.
     let again = db::leases::claim(&mut conn, "broker-c", 60_000, 0, true).unwrap();
@@ -683,7 +682,14 @@ fn the_start_up_claim_takes_the_webhooks_with_work_first_and_its_other_leases_af
         .filter(|l| own.contains(&l.webhook_id))
         .all(|l| l.epoch == 2));
 
-    let rest = db::leases::claim_own_rest(&mut conn, "broker-c", lease, &taken_ids, || ()).unwrap();
+    let rest = db::leases::claim_own_rest(
+        &mut conn,
+        "broker-c",
+        lease,
+        |id| taken_ids.contains(id),
+        || (),
+    )
+    .unwrap();
     assert_eq!(rest.len(), 11_000 - 3);
     assert!(rest
         .iter()

@@ -85,6 +85,23 @@ enum Stretch {
 
 type Reply = oneshot::Sender<Result<EventAccepted, BrokerError>>;
 
+/// A lease this instance holds. Its webhook id is shared (`Arc<str>`):
+/// with 100,000 leases, a renewal's copy of what is held then costs one
+/// pointer per lease, not one string.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    epoch: i64,
+    /// No actor, no pending delivery when the lease was taken, and none put
+    /// in the database since by anyone but this dispatcher's own
+    /// hand-overs: its actor starts with its first delivery, with nothing
+    /// to read. An idle webhook costs no actor and no read (100,000 of them
+    /// at start, or an event reaching 10,000 at once). Anything that may
+    /// have left deliveries for one in the database (another instance's
+    /// commit, a requeue, an enable) clears it and starts the actor reading
+    /// from the start.
+    known_empty: bool,
+}
+
 /// The dispatcher actor.
 pub struct Dispatcher {
     registry: Addr<Registry>,
@@ -96,22 +113,13 @@ pub struct Dispatcher {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     actors: HashMap<String, Addr<WebhookDelivery>>,
-    /// The leases this instance holds: webhook id -> epoch.
-    held: HashMap<String, i64>,
+    /// The leases this instance holds.
+    held: HashMap<Arc<str>, Held>,
     /// Held leases being given back: their actors drain first.
     giving_back: HashSet<String>,
     /// Webhooks announced disabled or deleted: a batch matched before the
     /// announcement must not start an actor for them with the old target.
     stopped: HashSet<String>,
-    /// Held webhooks with no actor that had no pending delivery when their
-    /// lease was taken, and have had none put in the database since by
-    /// anyone but this dispatcher's own hand-overs: their actor starts with
-    /// its first delivery, with nothing to read. An idle webhook costs no
-    /// actor and no read (100,000 of them at start, or an event reaching
-    /// 10,000 at once). Anything that may have left deliveries for one in
-    /// the database (another instance's commit, a requeue, an enable)
-    /// takes it out of here and starts its actor reading from the start.
-    known_empty: HashSet<String>,
     /// Webhooks whose deliveries this instance committed but handed to no
     /// actor since the current claim round began (their lease was not held
     /// yet): a webhook claimed in that round may have them pending.
@@ -170,7 +178,6 @@ impl Dispatcher {
             held: HashMap::new(),
             giving_back: HashSet::new(),
             stopped: HashSet::new(),
-            known_empty: HashSet::new(),
             unhanded: HashSet::new(),
             claim_again: false,
             own_left: true,
@@ -206,7 +213,7 @@ impl Dispatcher {
         if self.giving_back.contains(id) {
             return None;
         }
-        let epoch = *self.held.get(id)?;
+        let epoch = self.held.get(id.as_str())?.epoch;
         if let Some(addr) = self.actors.get(id) {
             if addr.connected() {
                 return Some(addr.clone());
@@ -214,7 +221,7 @@ impl Dispatcher {
         }
         let addr = self.start_actor(target, Some(epoch));
         self.actors.insert(id.clone(), addr.clone());
-        if !self.known_empty.remove(id) {
+        if !self.take_known_empty(id) {
             // Its pending deliveries may be in the database: read them
             // first, so that nothing handed over now goes before them.
             addr.do_send(ReadBacklog);
@@ -230,7 +237,7 @@ impl Dispatcher {
     fn wake(&mut self, ids: Vec<String>, ctx: &mut Context<Self>) {
         let ids: Vec<String> = ids
             .into_iter()
-            .filter(|id| self.known_empty.remove(id))
+            .filter(|id| self.take_known_empty(id))
             .collect();
         if ids.is_empty() {
             return;
@@ -252,7 +259,7 @@ impl Dispatcher {
     /// Has the actor of a held webhook read its backlog from the start,
     /// starting it if need be.
     fn read_backlog_of(&mut self, target: &Arc<DeliveryTarget>) -> bool {
-        self.known_empty.remove(&target.webhook_id);
+        self.take_known_empty(&target.webhook_id);
         match self.actors.get(&target.webhook_id) {
             Some(addr) if addr.connected() => {
                 addr.do_send(ReadBacklog);
@@ -282,9 +289,17 @@ impl Dispatcher {
         })
     }
 
+    /// Whether a held webhook was known to have nothing pending; it is not
+    /// any more.
+    fn take_known_empty(&mut self, webhook_id: &str) -> bool {
+        self.held
+            .get_mut(webhook_id)
+            .is_some_and(|held| std::mem::take(&mut held.known_empty))
+    }
+
     /// Stops the actor of a webhook, if it has one.
     fn stop_actor(&mut self, webhook_id: &str) {
-        self.known_empty.remove(webhook_id);
+        self.take_known_empty(webhook_id);
         if let Some(addr) = self.actors.remove(webhook_id) {
             addr.do_send(Stop);
         }
@@ -317,7 +332,12 @@ impl Dispatcher {
                 for addr in self.actors.values() {
                     addr.do_send(MoreInDatabase);
                 }
-                let idle: Vec<String> = self.known_empty.iter().cloned().collect();
+                let idle: Vec<String> = self
+                    .held
+                    .iter()
+                    .filter(|(_, held)| held.known_empty)
+                    .map(|(id, _)| id.to_string())
+                    .collect();
                 self.wake(idle, ctx);
             }
         }
@@ -505,7 +525,7 @@ impl Dispatcher {
         // why a start with fewer takes everything first.)
         let starting = !self.started;
         let own_rest = self.started && self.own_left;
-        let held_now: HashSet<String> = if own_rest {
+        let held_now: HashSet<Arc<str>> = if own_rest {
             self.held.keys().cloned().collect()
         } else {
             HashSet::new()
@@ -536,10 +556,13 @@ impl Dispatcher {
                         let _turn = pool.write_turn();
                         db::leases::add_missing(&mut conn)?;
                     }
-                    claimed =
-                        db::leases::claim_own_rest(&mut conn, &me, lease_ms, &held_now, || {
-                            pool.write_turn()
-                        })?;
+                    claimed = db::leases::claim_own_rest(
+                        &mut conn,
+                        &me,
+                        lease_ms,
+                        |id| held_now.contains(id),
+                        || pool.write_turn(),
+                    )?;
                 }
                 let census = {
                     let _turn = pool.write_turn();
@@ -637,31 +660,35 @@ impl Dispatcher {
                 act.validity.renewed(started);
             }
             let n = claimed.len();
-            for Lease { webhook_id, epoch } in &claimed {
-                // Taken again after losing it unnoticed: the old actor's
-                // epoch is stale.
-                if act.held.insert(webhook_id.clone(), *epoch) != Some(*epoch) {
-                    act.stop_actor(webhook_id);
-                }
-            }
-            act.publish_held();
             // Those with deliveries pending read their backlogs now (their
             // targets came with the claim). The others start their actors
             // with their first delivery, unless this instance committed
             // deliveries for them that it could not hand over meanwhile.
             let unhanded = std::mem::take(&mut act.unhanded);
             let mut woken = Vec::new();
-            // (The ids move rather than copy: at start they are every
-            // webhook's, 100,000 strings at a time.)
-            for Lease { webhook_id: id, .. } in claimed {
-                if targets.contains_key(&id) || act.actors.contains_key(&id) {
+            for Lease { webhook_id, epoch } in claimed {
+                let id: Arc<str> = webhook_id.into();
+                let fresh = Held {
+                    epoch,
+                    known_empty: false,
+                };
+                let before = act.held.insert(id.clone(), fresh);
+                if before.map(|held| held.epoch) != Some(epoch) {
+                    // Taken again after losing it unnoticed: the old
+                    // actor's epoch is stale.
+                    act.stop_actor(&id);
+                }
+                if targets.contains_key(&*id) || act.actors.contains_key(&*id) {
                     continue;
                 }
-                if unhanded.contains(&id) {
-                    woken.push(id.clone());
+                if unhanded.contains(&*id) {
+                    woken.push(id.to_string());
                 }
-                act.known_empty.insert(id);
+                if let Some(held) = act.held.get_mut(&id) {
+                    held.known_empty = true;
+                }
             }
+            act.publish_held();
             let told = act.read_backlogs(&targets) + woken.len();
             act.wake(woken, ctx);
             if n > 0 {
@@ -684,8 +711,8 @@ impl Dispatcher {
         let mut ids: Vec<String> = self
             .held
             .keys()
-            .filter(|id| !self.giving_back.contains(*id))
-            .cloned()
+            .filter(|id| !self.giving_back.contains(&***id))
+            .map(|id| id.to_string())
             .collect();
         ids.sort();
         ids.truncate(k);
@@ -696,13 +723,13 @@ impl Dispatcher {
             .iter()
             .map(|id| Lease {
                 webhook_id: id.clone(),
-                epoch: self.held[id],
+                epoch: self.held[id.as_str()].epoch,
             })
             .collect();
         let mut drains = Vec::new();
         for id in &ids {
             self.giving_back.insert(id.clone());
-            self.known_empty.remove(id);
+            self.take_known_empty(id);
             if let Some(addr) = self.actors.remove(id) {
                 drains.push((addr.clone(), addr.send(Drain)));
             }
@@ -729,7 +756,7 @@ impl Dispatcher {
         ctx.spawn(work.into_actor(self).map(move |res, act, _| {
             for id in &ids {
                 act.giving_back.remove(id);
-                act.held.remove(id);
+                act.held.remove(id.as_str());
             }
             act.publish_held();
             match res {
@@ -750,44 +777,48 @@ impl Dispatcher {
         let pool = self.pool.clone();
         let me = self.leases.owner.clone();
         let lease_ms = self.lease_ms();
-        // One copy of what is held (the ids go to the query by reference):
-        // with 100,000 leases every copy is megabytes, every renewal.
-        let asked = self.held.clone();
+        // What is held, with shared ids: with 100,000 leases a copy of
+        // every id would be megabytes, every renewal.
+        let asked: Vec<(Arc<str>, i64)> = self
+            .held
+            .iter()
+            .map(|(id, held)| (id.clone(), held.epoch))
+            .collect();
         let started = Instant::now();
         let renew = actix_web::web::block(move || {
-            let ids: Vec<&str> = asked.keys().map(String::as_str).collect();
             // In rounds, each its own transaction: renewing 100,000 leases
             // at once held SQLite's writer (and, on MySQL, the lease rows
-            // every outcome write locks) for a third of a second.
-            let renewed = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
-                let mut still = Vec::with_capacity(ids.len());
-                for round in ids.chunks(db::leases::CLAIM_ROUND) {
+            // every outcome write locks) for a third of a second. Each
+            // round's answer is judged at once, so only what was lost is
+            // kept.
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            let mut lost = Vec::new();
+            for round in asked.chunks(db::leases::CLAIM_ROUND) {
+                let ids: Vec<&str> = round.iter().map(|(id, _)| &**id).collect();
+                let still = {
                     let _turn = pool.write_turn();
-                    still.extend(
-                        db::leases::renew(&mut conn, &me, round, lease_ms)
-                            .map_err(|e| e.to_string())?,
-                    );
-                }
-                Ok(still)
-            });
-            (asked, renewed)
+                    db::leases::renew(&mut conn, &me, &ids, lease_ms).map_err(|e| e.to_string())?
+                };
+                lost.extend(lease::lost(round, &still));
+            }
+            Ok::<_, String>(lost)
         });
         ctx.spawn(renew.into_actor(self).map(move |res, act, _| {
             act.renewing = false;
-            let (asked, renewed) = match res {
+            let renewed = match res {
                 Ok(done) => done,
                 Err(_) => return,
             };
             match renewed {
-                Ok(still) => {
+                Ok(lost) => {
                     act.validity.renewed(started);
-                    for id in lease::lost(&asked, &still) {
+                    for (id, epoch) in lost {
                         // Unless it was taken again meanwhile.
-                        if act.held.get(&id) == asked.get(&id) {
+                        if act.held.get(&id).map(|held| held.epoch) == Some(epoch) {
                             log::warn!("lost the lease of webhook {id} to another instance");
                             crate::metrics::metrics().webhook_leases_lost.inc();
                             act.held.remove(&id);
-                            act.giving_back.remove(&id);
+                            act.giving_back.remove(&*id);
                             act.stop_actor(&id);
                         }
                     }
@@ -1080,7 +1111,7 @@ impl Handler<WebhookChanged> for Dispatcher {
         match msg.target {
             Some(target) => {
                 self.stopped.remove(&msg.webhook_id);
-                if !self.held.contains_key(&msg.webhook_id) {
+                if !self.held.contains_key(msg.webhook_id.as_str()) {
                     // Sent by another instance, or new and nobody's yet: a
                     // claim round now gives it an owner without waiting.
                     if self.started && !self.draining {
@@ -1231,7 +1262,6 @@ impl Handler<Shutdown> for Dispatcher {
                 addr.do_send(Stop);
             }
             act.actors.clear();
-            act.known_empty.clear();
             act.held.clear();
             act.publish_held();
         }))

@@ -207,14 +207,14 @@ pub fn claim_with_pending(
 }
 
 /// The start-up claim, second step: the leases `me` held before that the
-/// first step left (those not in `held`), in rounds of [`CLAIM_ROUND`],
-/// each its own transaction taken inside `turn` (the writer's turn on
-/// SQLite).
+/// first step left (those for which `held` is false), in rounds of
+/// [`CLAIM_ROUND`], each its own transaction taken inside `turn` (the
+/// writer's turn on SQLite).
 pub fn claim_own_rest<T>(
     conn: &mut DbConn,
     me: &str,
     lease_ms: i64,
-    held: &std::collections::HashSet<String>,
+    held: impl Fn(&str) -> bool,
     turn: impl Fn() -> T,
 ) -> QueryResult<Vec<Lease>> {
     let own: Vec<String> = webhook_leases::table
@@ -223,7 +223,7 @@ pub fn claim_own_rest<T>(
         .load(conn)?;
     let mut rest: Vec<&str> = own
         .iter()
-        .filter(|id| !held.contains(*id))
+        .filter(|id| !held(id))
         .map(String::as_str)
         .collect();
     let mut taken = Vec::with_capacity(rest.len());

@@ -84,10 +84,21 @@ pub fn by_ids(conn: &mut DbConn, ids: &[&str]) -> QueryResult<Vec<WebhookRow>> {
     Ok(rows)
 }
 
-/// Every webhook, in id (creation) order.
-pub fn all(conn: &mut DbConn) -> QueryResult<Vec<WebhookRow>> {
-    webhooks::table
+/// Up to `limit` webhooks with ids past `after`, in id (creation) order:
+/// the whole table, read a page at a time, so that the rows of 100,000
+/// webhooks never sit in memory beside everything built from them.
+pub fn page_after(
+    conn: &mut DbConn,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<WebhookRow>> {
+    let mut query = webhooks::table
         .order(webhooks::id)
         .select(WebhookRow::as_select())
-        .load(conn)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(webhooks::id.gt(after));
+    }
+    query.load(conn)
 }
