@@ -184,6 +184,24 @@ async fn one_stuck_channel_does_not_keep_the_other_channels_of_its_webhook_waiti
     );
 }
 
+/// How many channels (the `id` of the channel object) the receiver has been
+/// sent any event of, once it is `want` or after 20 s.
+async fn channels_tried(receiver: &Receiver, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tried = || {
+        receiver
+            .received()
+            .iter()
+            .map(|r| r.json()["id"].as_str().unwrap_or("").to_owned())
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    while tried() < want && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    tried()
+}
+
 /// Channels, each with far more queued than an actor holds of one (64),
 /// so that every channel is clipped and they are read on together.
 const CLIPPED_CHANNELS: u64 = 12;
@@ -219,19 +237,10 @@ async fn many_clipped_channels_are_read_on_together_each_in_order_and_once(store
         assert_eq!(r.status, 202, "{:?}", r.body);
     }
     // Every channel's head has been tried (and failed) before it comes back.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let heads_tried = || {
-        receiver
-            .received()
-            .iter()
-            .map(|r| r.json()["id"].as_str().unwrap_or("").to_owned())
-            .collect::<HashSet<_>>()
-            .len()
-    };
-    while heads_tried() < CLIPPED_CHANNELS as usize && Instant::now() < deadline {
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(heads_tried(), CLIPPED_CHANNELS as usize);
+    assert_eq!(
+        channels_tried(&receiver, CLIPPED_CHANNELS as usize).await,
+        CLIPPED_CHANNELS as usize
+    );
     let failed = receiver.received().len();
     down.store(false, Ordering::SeqCst);
 
@@ -347,7 +356,10 @@ async fn more_clipped_channels_than_one_read_takes_all_arrive_in_order_and_once(
 
     // Every channel's head has been tried (and failed), and nothing but
     // the heads.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    assert_eq!(
+        channels_tried(&receiver, MANY_CHANNELS).await,
+        MANY_CHANNELS
+    );
     let tried = || {
         receiver
             .received()
@@ -359,17 +371,6 @@ async fn more_clipped_channels_than_one_read_takes_all_arrive_in_order_and_once(
             })
             .collect::<Vec<_>>()
     };
-    let heads_tried = || {
-        tried()
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect::<HashSet<_>>()
-            .len()
-    };
-    while heads_tried() < MANY_CHANNELS && Instant::now() < deadline {
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(heads_tried(), MANY_CHANNELS);
     let early = tried();
     assert!(
         early.iter().all(|(_, n)| *n == 0),

@@ -667,26 +667,18 @@ impl Dispatcher {
             let unhanded = std::mem::take(&mut act.unhanded);
             let mut woken = Vec::new();
             for Lease { webhook_id, epoch } in claimed {
-                let id: Arc<str> = webhook_id.into();
-                let fresh = Held {
-                    epoch,
-                    known_empty: false,
-                };
-                let before = act.held.insert(id.clone(), fresh);
-                if before.map(|held| held.epoch) != Some(epoch) {
+                if act.held.get(webhook_id.as_str()).map(|held| held.epoch) != Some(epoch) {
                     // Taken again after losing it unnoticed: the old
                     // actor's epoch is stale.
-                    act.stop_actor(&id);
+                    act.stop_actor(&webhook_id);
                 }
-                if targets.contains_key(&*id) || act.actors.contains_key(&*id) {
-                    continue;
+                let known_empty =
+                    !targets.contains_key(&webhook_id) && !act.actors.contains_key(&webhook_id);
+                if known_empty && unhanded.contains(&webhook_id) {
+                    woken.push(webhook_id.clone());
                 }
-                if unhanded.contains(&*id) {
-                    woken.push(id.to_string());
-                }
-                if let Some(held) = act.held.get_mut(&id) {
-                    held.known_empty = true;
-                }
+                let held = Held { epoch, known_empty };
+                act.held.insert(webhook_id.into(), held);
             }
             act.publish_held();
             let told = act.read_backlogs(&targets) + woken.len();
@@ -711,7 +703,7 @@ impl Dispatcher {
         let mut ids: Vec<String> = self
             .held
             .keys()
-            .filter(|id| !self.giving_back.contains(&***id))
+            .filter(|id| !self.giving_back.contains(&id[..]))
             .map(|id| id.to_string())
             .collect();
         ids.sort();
