@@ -5,6 +5,9 @@
 //! round right after, each once. An event for one of those idle webhooks,
 //! sent the moment the broker is up, is delivered. The registry's snapshot
 //! reads the webhooks in pages of 5,000: all 12,000 are known at start.
+//! Renewals of those 12,000 leases also go in rounds of 5,000: leases
+//! another instance takes over, spread over every round, are each noticed
+//! and let go.
 
 mod common;
 
@@ -16,21 +19,48 @@ use serde_json::json;
 
 use common::{Receiver, Store, TestApp, TestDb};
 use webhook_broker::db::models::WebhookRow;
-use webhook_broker::db::schema::webhook_leases;
+use webhook_broker::db::schema::{deliveries, webhook_leases};
 
 const WEBHOOKS: usize = 12_000;
 /// The one idle webhook that takes `channel_live`; the others take
 /// `channel_stop` only.
 const LISTENING: usize = 7_777;
 const SETTLE: Duration = Duration::from_secs(20);
+/// The webhooks another instance takes over in
+/// `leases_taken_over_in_any_renewal_round_are_let_go`; they alone take
+/// `channel_ended`.
+const TAKEN: std::ops::Range<usize> = 10_000..12_000;
 
 fn webhook_row(i: usize, app_id: &str, uri: &str) -> WebhookRow {
     let events = if i == LISTENING {
         "channel_live"
+    } else if TAKEN.contains(&i) {
+        "channel_ended"
     } else {
         "channel_stop"
     };
     common::webhook_row(&format!("wh_{i:05}"), app_id, uri, events)
+}
+
+/// An app with the [`WEBHOOKS`] webhooks of [`webhook_row`], all sending to
+/// `uri`, written in one transaction with whatever `then` adds; its id and
+/// API key.
+fn seed(
+    db: &TestDb,
+    uri: &str,
+    then: impl FnOnce(&mut webhook_broker::db::DbConn) -> QueryResult<()>,
+) -> (String, String) {
+    let pool = webhook_broker::db::open(&db.url).expect("open store");
+    let mut conn = pool.get().unwrap();
+    let app = webhook_broker::db::apps::create(&mut conn, "many".into()).unwrap();
+    conn.transaction(|conn| {
+        for i in 0..WEBHOOKS {
+            webhook_broker::db::webhooks::insert(conn, &webhook_row(i, &app.row.id, uri))?;
+        }
+        then(conn)
+    })
+    .unwrap();
+    (app.row.id, app.api_key)
 }
 
 async fn a_restart_with_thousands_of_idle_leases_serves_at_once_and_takes_each_back_once(
@@ -42,31 +72,18 @@ async fn a_restart_with_thousands_of_idle_leases_serves_at_once_and_takes_each_b
     let db = Arc::new(db);
     let receiver = Receiver::start();
     let me = common::test_config(&db).instance_id;
-    let (app_id, key) = {
-        let pool = webhook_broker::db::open(&db.url).expect("open store");
-        let mut conn = pool.get().unwrap();
-        let app = webhook_broker::db::apps::create(&mut conn, "many".into()).unwrap();
-        conn.transaction(|conn| {
-            for i in 0..WEBHOOKS {
-                webhook_broker::db::webhooks::insert(
-                    conn,
-                    &webhook_row(i, &app.row.id, &receiver.url),
-                )?;
-            }
-            // The previous run of this instance held every lease (killed:
-            // they have not lapsed yet).
-            diesel::update(webhook_leases::table)
-                .set((
-                    webhook_leases::owner.eq(&me),
-                    webhook_leases::epoch.eq(1i64),
-                    webhook_leases::lease_until.eq(i64::MAX / 2),
-                ))
-                .execute(conn)?;
-            Ok::<_, diesel::result::Error>(())
-        })
-        .unwrap();
-        (app.row.id, app.api_key)
-    };
+    let (app_id, key) = seed(&db, &receiver.url, |conn| {
+        // The previous run of this instance held every lease (killed:
+        // they have not lapsed yet).
+        diesel::update(webhook_leases::table)
+            .set((
+                webhook_leases::owner.eq(&me),
+                webhook_leases::epoch.eq(1i64),
+                webhook_leases::lease_until.eq(i64::MAX / 2),
+            ))
+            .execute(conn)
+            .map(drop)
+    });
 
     let app = TestApp::spawn_with(db.clone(), |_| {}).await;
     let r = app
@@ -142,7 +159,137 @@ async fn a_webhook_row_that_no_longer_parses_is_skipped_at_start(store: Store) {
     assert_eq!(receiver.wait_for(2, SETTLE).await.len(), 2);
 }
 
+/// An instance holding 12,000 leases renews them in rounds of 5,000, in no
+/// set order. Another instance takes over 2,000 of them while it runs (with
+/// so many, some fall in every round): within a lease period this one has
+/// let each go. An event for those webhooks then reaches nobody from here,
+/// their deliveries stay pending, untouched, for the new owner, and its
+/// lease rows stay as it wrote them; the webhooks this instance kept still
+/// deliver.
+async fn leases_taken_over_in_any_renewal_round_are_let_go(store: Store) {
+    let Some(db) = TestDb::new(store) else {
+        return;
+    };
+    let db = Arc::new(db);
+    let receiver = Receiver::start();
+    let me = common::test_config(&db).instance_id;
+    let (app_id, _) = seed(&db, &receiver.url, |_| Ok(()));
+    let lease = Duration::from_secs(3);
+    let app = TestApp::spawn_with(db.clone(), |c| c.lease = lease).await;
+    let owners = || {
+        let mut conn = app.conn();
+        webhook_leases::table
+            .select((
+                webhook_leases::webhook_id,
+                webhook_leases::owner,
+                webhook_leases::epoch,
+            ))
+            .load::<(String, Option<String>, i64)>(&mut conn)
+            .unwrap()
+    };
+    assert!(
+        common::eventually(SETTLE, || {
+            let rows = owners();
+            rows.len() == WEBHOOKS && rows.iter().all(|(_, o, _)| o.as_deref() == Some(&*me))
+        })
+        .await,
+        "this instance holds every lease"
+    );
+    // While held, the webhooks about to be taken over deliver.
+    let r = app
+        .send_event(&app_id, "channel_ended", json!({"id": "before"}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["deliveries"], TAKEN.len());
+    assert_eq!(
+        receiver.wait_for(TAKEN.len(), SETTLE).await.len(),
+        TAKEN.len()
+    );
+
+    // And their outcomes are written: written later, under the new owner's
+    // epoch, they would be refused (fenced), and those deliveries would
+    // rightly stay pending for the new owner to send again.
+    assert!(
+        common::eventually(SETTLE, || {
+            let mut conn = app.conn();
+            let done: i64 = deliveries::table
+                .filter(deliveries::status.eq("succeeded"))
+                .count()
+                .get_result(&mut conn)
+                .unwrap();
+            done == TAKEN.len() as i64
+        })
+        .await,
+        "the outcomes before the takeover are written"
+    );
+    let taken: Vec<String> = TAKEN.map(|i| format!("wh_{i:05}")).collect();
+    {
+        let mut conn = app.conn();
+        let n =
+            diesel::update(webhook_leases::table.filter(webhook_leases::webhook_id.eq_any(&taken)))
+                .set((
+                    webhook_leases::owner.eq("another"),
+                    webhook_leases::epoch.eq(webhook_leases::epoch + 1),
+                    webhook_leases::lease_until.eq(i64::MAX / 2),
+                ))
+                .execute(&mut conn)
+                .unwrap();
+        assert_eq!(n, TAKEN.len());
+    }
+    let after_takeover: std::collections::HashMap<String, (Option<String>, i64)> = owners()
+        .into_iter()
+        .filter(|(id, _, _)| taken.contains(id))
+        .map(|(id, o, e)| (id, (o, e)))
+        .collect();
+    // A lease period: every renewal round has run at least twice since.
+    actix_web::rt::time::sleep(lease).await;
+
+    let r = app
+        .send_event(&app_id, "channel_ended", json!({"id": "after"}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["deliveries"], TAKEN.len());
+    let r = app
+        .send_event(&app_id, "channel_live", json!({"id": "kept"}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["deliveries"], 1);
+    receiver.wait_for(TAKEN.len() + 1, SETTLE).await;
+    // Time for any stray sends to the taken webhooks to arrive.
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    let channels: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    let count = |id: &str| channels.iter().filter(|c| *c == id).count();
+    assert_eq!(count("kept"), 1, "the kept webhook delivers");
+    assert_eq!(count("before"), TAKEN.len());
+    assert_eq!(
+        count("after"),
+        0,
+        "nothing is sent under a lease another instance took over"
+    );
+    let mut conn = app.conn();
+    let pending: Vec<(String, i32)> = deliveries::table
+        .filter(deliveries::webhook_id.eq_any(&taken))
+        .filter(deliveries::status.eq("pending"))
+        .select((deliveries::webhook_id, deliveries::attempts))
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(pending.len(), TAKEN.len(), "the new owner's work waits");
+    assert!(pending.iter().all(|(_, attempts)| *attempts == 0));
+    let now: std::collections::HashMap<String, (Option<String>, i64)> = owners()
+        .into_iter()
+        .filter(|(id, _, _)| taken.contains(id))
+        .map(|(id, o, e)| (id, (o, e)))
+        .collect();
+    assert_eq!(now, after_takeover, "the new owner's leases are untouched");
+    assert!(now.values().all(|(o, _)| o.as_deref() == Some("another")));
+}
+
 on_both_stores!(
     a_restart_with_thousands_of_idle_leases_serves_at_once_and_takes_each_back_once,
-    a_webhook_row_that_no_longer_parses_is_skipped_at_start
+    a_webhook_row_that_no_longer_parses_is_skipped_at_start,
+    leases_taken_over_in_any_renewal_round_are_let_go
 );
