@@ -20,6 +20,7 @@ use serde_json::json;
 use common::{Receiver, Store, TestApp, TestDb};
 use webhook_broker::db::models::WebhookRow;
 use webhook_broker::db::schema::{deliveries, webhook_leases};
+use webhook_broker::domain::DeliveryStatus;
 
 const WEBHOOKS: usize = 12_000;
 /// The one idle webhook that takes `channel_live`; the others take
@@ -213,7 +214,7 @@ async fn leases_taken_over_in_any_renewal_round_are_let_go(store: Store) {
         common::eventually(SETTLE, || {
             let mut conn = app.conn();
             let done: i64 = deliveries::table
-                .filter(deliveries::status.eq("succeeded"))
+                .filter(deliveries::status.eq(DeliveryStatus::Succeeded))
                 .count()
                 .get_result(&mut conn)
                 .unwrap();
@@ -236,11 +237,15 @@ async fn leases_taken_over_in_any_renewal_round_are_let_go(store: Store) {
                 .unwrap();
         assert_eq!(n, TAKEN.len());
     }
-    let after_takeover: std::collections::HashMap<String, (Option<String>, i64)> = owners()
-        .into_iter()
-        .filter(|(id, _, _)| taken.contains(id))
-        .map(|(id, o, e)| (id, (o, e)))
-        .collect();
+    let taken_set: std::collections::HashSet<&String> = taken.iter().collect();
+    let taken_leases = || {
+        owners()
+            .into_iter()
+            .filter(|(id, _, _)| taken_set.contains(id))
+            .map(|(id, o, e)| (id, (o, e)))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let after_takeover = taken_leases();
     // A lease period: every renewal round has run at least twice since.
     actix_web::rt::time::sleep(lease).await;
 
@@ -273,17 +278,13 @@ async fn leases_taken_over_in_any_renewal_round_are_let_go(store: Store) {
     let mut conn = app.conn();
     let pending: Vec<(String, i32)> = deliveries::table
         .filter(deliveries::webhook_id.eq_any(&taken))
-        .filter(deliveries::status.eq("pending"))
+        .filter(deliveries::status.eq(DeliveryStatus::Pending))
         .select((deliveries::webhook_id, deliveries::attempts))
         .load(&mut conn)
         .unwrap();
     assert_eq!(pending.len(), TAKEN.len(), "the new owner's work waits");
     assert!(pending.iter().all(|(_, attempts)| *attempts == 0));
-    let now: std::collections::HashMap<String, (Option<String>, i64)> = owners()
-        .into_iter()
-        .filter(|(id, _, _)| taken.contains(id))
-        .map(|(id, o, e)| (id, (o, e)))
-        .collect();
+    let now = taken_leases();
     assert_eq!(now, after_takeover, "the new owner's leases are untouched");
     assert!(now.values().all(|(o, _)| o.as_deref() == Some("another")));
 }
