@@ -771,11 +771,15 @@ impl Dispatcher {
         let lease_ms = self.lease_ms();
         // What is held, with shared ids: with 100,000 leases a copy of
         // every id would be megabytes, every renewal.
-        let asked: Vec<(Arc<str>, i64)> = self
+        let mut asked: Vec<(Arc<str>, i64)> = self
             .held
             .iter()
             .map(|(id, held)| (id.clone(), held.epoch))
             .collect();
+        // In id order, as every claim and outcome write locks them: in the
+        // map's order, a renewal could deadlock on InnoDB with another
+        // writer of the same lease rows.
+        asked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let started = Instant::now();
         let renew = actix_web::web::block(move || {
             // In rounds, each its own transaction: renewing 100,000 leases

@@ -292,7 +292,8 @@ fn held_among(conn: &mut DbConn, me: &str, ids: &[&str]) -> QueryResult<Vec<Leas
 /// Extends the leases `me` holds among `held` by `lease_ms` from the
 /// database's now, and only those (a row naming `me` that it does not hold
 /// lapses, and is claimed again); answers which of them still name `me`,
-/// with their epochs, for [`crate::lease::lost`] to judge.
+/// with their epochs, for [`crate::lease::lost`] to judge. `held` comes
+/// sorted, so its rows are locked in id order like every claim's.
 pub fn renew(conn: &mut DbConn, me: &str, held: &[&str], lease_ms: i64) -> QueryResult<Vec<Lease>> {
     super::write_transaction(conn, |conn| {
         let now = db_now(conn)?;
@@ -312,6 +313,9 @@ pub fn renew(conn: &mut DbConn, me: &str, held: &[&str], lease_ms: i64) -> Query
 /// Gives leases back so the next claimer takes them at once: each only if
 /// it still names `me` under the same epoch.
 pub fn release(conn: &mut DbConn, me: &str, leases: &[Lease]) -> QueryResult<usize> {
+    // In id order, as every other writer of lease rows locks them.
+    let mut leases: Vec<&Lease> = leases.iter().collect();
+    leases.sort_unstable_by(|a, b| a.webhook_id.cmp(&b.webhook_id));
     conn.transaction(|conn| {
         let mut n = 0;
         for lease in leases {
@@ -349,6 +353,8 @@ pub fn leave(conn: &mut DbConn, me: &str) -> QueryResult<usize> {
 /// Inside an outcome write: locks the lease rows of `webhook_ids` that name
 /// `me` and answers their epochs. Held until the write commits, so no
 /// takeover can slip in between this check and the writes it allows.
+/// `webhook_ids` come sorted, so rows are locked in id order, as every
+/// claim, renewal and release locks them.
 pub fn lock_held(
     conn: &mut DbConn,
     me: &str,
