@@ -119,6 +119,8 @@ pub struct Registry {
     secret_grace: std::time::Duration,
     /// The last change-log version applied.
     seen_version: i64,
+    /// Whether `lastUsedAt` times are being written (one write at a time).
+    touching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Registry {
@@ -141,6 +143,7 @@ impl Registry {
             disabled: 0,
             secret_grace,
             seen_version: snapshot.version,
+            touching: Arc::default(),
         };
         for row in snapshot.apps {
             registry.remember_app(row);
@@ -424,27 +427,46 @@ impl Registry {
 
     /// Writes the key uses noted since the last poll (`lastUsedAt`). It is
     /// bookkeeping: a failure is logged and those uses are dropped.
+    /// Writes when keys were last used, on a thread of its own: a commit
+    /// waits for its fsync, which on a busy disk took up to a second, and
+    /// on the registry's thread every request's authentication and every
+    /// event's matching would wait with it. Uses made meanwhile wait for
+    /// the next poll.
     fn write_key_uses(&mut self) {
-        let uses = self.keys.take_unwritten();
-        if uses.is_empty() {
+        use std::sync::atomic::Ordering;
+        if self.touching.swap(true, Ordering::AcqRel) {
             return;
         }
-        let written = self
-            .pool
-            .get_timeout(POLL_CONN_WAIT)
-            .map_err(BrokerError::from)
-            .and_then(|mut conn| {
-                for (id, at) in &uses {
-                    db::keys::touch(&mut conn, id, *at)?;
-                }
-                Ok(())
-            });
-        if let Err(e) = written {
-            log::warn!(
-                "could not record when {} API keys were last used: {e}",
-                uses.len()
-            );
+        let uses = self.keys.take_unwritten();
+        if uses.is_empty() {
+            self.touching.store(false, Ordering::Release);
+            return;
         }
+        let (pool, touching) = (self.pool.clone(), self.touching.clone());
+        std::thread::spawn(move || {
+            let written = pool
+                .get_timeout(POLL_CONN_WAIT)
+                .map_err(BrokerError::from)
+                .and_then(|mut conn| {
+                    use diesel::Connection;
+                    // In this process's turn (on SQLite), as one transaction.
+                    let _turn = pool.write_turn();
+                    conn.transaction(|conn| {
+                        for (id, at) in &uses {
+                            db::keys::touch(conn, id, *at)?;
+                        }
+                        Ok::<_, diesel::result::Error>(())
+                    })?;
+                    Ok(())
+                });
+            if let Err(e) = written {
+                log::warn!(
+                    "could not record when {} API keys were last used: {e}",
+                    uses.len()
+                );
+            }
+            touching.store(false, Ordering::Release);
+        });
     }
 
     fn announce(&self, webhook_id: &str, target: Option<Arc<DeliveryTarget>>) {
