@@ -425,13 +425,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Writes the key uses noted since the last poll (`lastUsedAt`). It is
+    /// Writes the key uses noted since the last poll (`lastUsedAt`), on a
+    /// thread of its own: a commit waits for its fsync, which on a busy disk
+    /// took up to a second, and on the registry's thread every request's
+    /// authentication and every event's matching would wait with it. One
+    /// write at a time; uses made meanwhile go with the next poll's. It is
     /// bookkeeping: a failure is logged and those uses are dropped.
-    /// Writes when keys were last used, on a thread of its own: a commit
-    /// waits for its fsync, which on a busy disk took up to a second, and
-    /// on the registry's thread every request's authentication and every
-    /// event's matching would wait with it. Uses made meanwhile wait for
-    /// the next poll.
     fn write_key_uses(&mut self) {
         use std::sync::atomic::Ordering;
         if self.touching.swap(true, Ordering::AcqRel) {
@@ -443,30 +442,26 @@ impl Registry {
             return;
         }
         let (pool, touching) = (self.pool.clone(), self.touching.clone());
-        std::thread::spawn(move || {
-            let written = pool
-                .get_timeout(POLL_CONN_WAIT)
-                .map_err(BrokerError::from)
-                .and_then(|mut conn| {
-                    use diesel::Connection;
-                    // In this process's turn (on SQLite), as one transaction.
-                    let _turn = pool.write_turn();
-                    conn.transaction(|conn| {
-                        for (id, at) in &uses {
-                            db::keys::touch(conn, id, *at)?;
-                        }
-                        Ok::<_, diesel::result::Error>(())
-                    })?;
-                    Ok(())
-                });
-            if let Err(e) = written {
-                log::warn!(
-                    "could not record when {} API keys were last used: {e}",
-                    uses.len()
-                );
-            }
-            touching.store(false, Ordering::Release);
-        });
+        let n = uses.len();
+        let spawned = std::thread::Builder::new()
+            .name("key-uses".into())
+            .spawn(move || {
+                let written = pool
+                    .get_timeout(POLL_CONN_WAIT)
+                    .map_err(BrokerError::from)
+                    .and_then(|mut conn| {
+                        let _turn = pool.write_turn();
+                        Ok(db::keys::touch_all(&mut conn, &uses)?)
+                    });
+                if let Err(e) = written {
+                    log::warn!("could not record when {n} API keys were last used: {e}");
+                }
+                touching.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            log::warn!("could not record when {n} API keys were last used: {e}");
+            self.touching.store(false, Ordering::Release);
+        }
     }
 
     fn announce(&self, webhook_id: &str, target: Option<Arc<DeliveryTarget>>) {

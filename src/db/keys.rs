@@ -264,6 +264,16 @@ pub fn touch(conn: &mut DbConn, id: &str, at: i64) -> QueryResult<()> {
     .map(drop)
 }
 
+/// [`touch`] for each `(id, at)` of `uses`, in one transaction.
+pub fn touch_all(conn: &mut DbConn, uses: &[(String, i64)]) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        for (id, at) in uses {
+            touch(conn, id, *at)?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
