@@ -413,6 +413,11 @@ fn a_webhook_one_instance_disables_on_a_410_is_disabled_on_the_other_within_a_se
     assert_eq!(b.deliveries_for(&app_id, "after"), Some(0));
 }
 
+/// A `channel_live` event for `app_id`, as `POST /v1/events` takes it.
+fn event_for(app_id: &str) -> Value {
+    json!({"event": "channel_live", "appId": app_id, "channel": {"id": "k"}})
+}
+
 impl Instance {
     /// Whether `key` may list webhooks here (200), or the status instead.
     fn lists_webhooks_with(&self, key: &str) -> u16 {
@@ -438,13 +443,8 @@ impl Instance {
 
     /// Ingests an event for `app_id` with `token`: the status.
     fn ingest_status(&self, token: &str, app_id: &str) -> u16 {
-        self.call(
-            "POST",
-            "/v1/events",
-            Some(token),
-            &json!({"event": "channel_live", "appId": app_id, "channel": {"id": "k"}}),
-        )
-        .0
+        self.call("POST", "/v1/events", Some(token), &event_for(app_id))
+            .0
     }
 
     /// Sends `token` with an event for an app outside its scope: 403 when
@@ -454,9 +454,8 @@ impl Instance {
     /// its commit to reach the disk, which on a busy disk took over a
     /// second in CI and says nothing about coherence.
     fn ingest_probe(&self, token: &str) -> u16 {
-        let event =
-            json!({"event": "channel_live", "appId": "not-in-its-scope", "channel": {"id": "k"}});
-        self.probe("POST", "/v1/events", token, &event.to_string())
+        let event = event_for("not-in-its-scope").to_string();
+        self.probe("POST", "/v1/events", token, &event)
     }
 
     /// An admin call that must answer `want`; its body.
@@ -509,8 +508,8 @@ fn keys_created_or_revoked_through_one_instance_are_in_force_on_the_other_within
     );
     let revoked = Instant::now();
     let took = first_true(revoked, || b.ingest_probe(&ingest_key) == 401);
-    assert_eq!(b.ingest_status(&ingest_key, &app_id), 401);
     assert_within_requirement(took, "B refuses the ingest key revoked through A");
+    assert_eq!(b.ingest_status(&ingest_key, &app_id), 401);
 }
 
 /// Runs the CLI against `db` with `args`; its JSON output.
@@ -586,8 +585,8 @@ fn keys_made_or_revoked_by_the_cli_are_in_force_on_a_running_daemon_within_a_sec
     let ingest_id = ingest["id"].as_str().unwrap();
     let (_, exited) = cli_json(dir.path(), &db, &["ingest-keys", "revoke", ingest_id]);
     let took = first_true(exited, || broker.ingest_probe(&ingest_key) == 401);
-    assert_eq!(broker.ingest_status(&ingest_key, &app_id), 401);
     assert_within_requirement(took, "the daemon refuses the ingest key the CLI revoked");
+    assert_eq!(broker.ingest_status(&ingest_key, &app_id), 401);
 }
 
 on_both_stores_sync!(
